@@ -1,0 +1,35 @@
+# The two commands of the README:  `make demo` (set up + run the pipeline)  and  `make test` (set up + tests).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Local state for Prefect (no server needed, nothing written to ~/.prefect) and no telemetry.
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: setup demo test lint bench
+
+setup: $(STAMP)
+
+# torch first and alone: 2.13.0 resolves to the local CPU build here (a CUDA build on GPU machines);
+# any later requirement it does not satisfy would pull a newer torch with gigabytes of CUDA packages.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	. $(BIN)/activate && dvc repro && dvc metrics show
+
+test: setup
+	. $(BIN)/activate && pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python bench/bench_decode.py

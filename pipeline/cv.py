@@ -1,0 +1,83 @@
+"""One cross-validation fold of temporal training: fit on the other folds, predict every track."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+from pipeline.engine import load_temporal, train_temporal
+from pipeline.sequences import label_arrays, load_features, predictions_table
+from pipeline.tasks import Task, get_task
+from pipeline.temporal import predict_sequence
+
+
+def load_track(track: str, features_dir: Path, labels_dir: Path, views: list[str], tasks: list[Task]):
+    """features [T, D] and targets (task -> [T] or [T, C]) of one track, aligned by decoded frame."""
+    features, _ = load_features(features_dir / f"{track}.parquet", views)
+    targets = label_arrays(pl.read_parquet(labels_dir / f"{track}.parquet"), tasks)
+    if len(features) != len(next(iter(targets.values()))):
+        raise ValueError(
+            f"{track}: {len(features)} feature rows but {len(next(iter(targets.values())))} label rows"
+        )
+    return features, targets
+
+
+def train_fold(
+    fold: int,
+    features_dir: str,
+    frames_dir: str,
+    folds_path: str,
+    out_dir: str,
+    params: dict[str, Any],
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Train the temporal model of one fold and write its model and predictions.
+
+    Writes `<out_dir>/fold_<k>/model.pt`, `history.json` and `predictions.parquet` (every track of the
+    fold's training part and test part, column `part`), so smoothing and evaluation never retrain.
+    """
+    folds = pl.read_parquet(folds_path)
+    tasks = [get_task(name) for name in params["tasks"]]
+    features_dir, labels_dir = Path(features_dir), Path(frames_dir) / "labels"
+    data = {t: load_track(t, features_dir, labels_dir, params["views"], tasks) for t in folds["track"]}
+    train_tracks = folds.filter(pl.col("fold") != fold)["track"].to_list()
+
+    checkpoint, history = train_temporal(
+        [data[t] for t in train_tracks],
+        tasks=params["tasks"],
+        model=params["model"],
+        model_kwargs=dict(params["model_kwargs"]),
+        window=params["window"],
+        stride=params["stride"],
+        epochs=params["epochs"],
+        batch_size=params["batch_size"],
+        lr=params["lr"],
+        weight_decay=params["weight_decay"],
+        warmup_epochs=params["warmup_epochs"],
+        feature_noise=params["feature_noise"],
+        seed=params["seed"] + fold,
+        device=device,
+    )
+    model = load_temporal(checkpoint, device=device)
+    tables = []
+    for row in folds.iter_rows(named=True):
+        outputs = predict_sequence(model, data[row["track"]][0], params["window"], params["stride"], device)
+        part = "test" if row["fold"] == fold else "train"
+        tables.append(
+            predictions_table(row["track"], outputs, tasks).with_columns(pl.lit(part).alias("part"))
+        )
+
+    fold_dir = Path(out_dir) / f"fold_{fold}"
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, fold_dir / "model.pt")
+    (fold_dir / "history.json").write_text(json.dumps(history, indent=1))
+    pl.concat(tables).write_parquet(fold_dir / "predictions.parquet")
+    return {
+        "fold": fold,
+        "train_tracks": len(train_tracks),
+        "final_loss": float(history[-1]["loss"]),
+    }

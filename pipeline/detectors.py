@@ -1,0 +1,317 @@
+"""Face detectors behind one registry and one call signature.
+
+Every detector is built with `create_detector(name, **kwargs)` and called as `detector(rgb)` on an RGB uint8
+frame [H, W, 3]; it returns a list of `Detection` in frame pixels, best first. Adding a detector means one
+class decorated with `@register_detector("name")`.
+
+- `dlib_hog` (default, offline): dlib HOG + linear SVM; frontal and near-frontal faces of at least ~80 px
+  (~40 px with `upsample=1`).
+- `opencv_haar` (offline): OpenCV's frontal-face Haar cascade; more false positives than dlib.
+- `retinaface` (not offline): serengil's `retina-face` + TensorFlow + a local weights file, none of which
+  can be installed or downloaded on this project's machines.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+Detector = Callable[[np.ndarray], list["Detection"]]
+
+DEFAULT_DETECTOR = "dlib_hog"
+
+
+@dataclass
+class Detection:
+    """One detected face.
+
+    Attributes:
+        box: (x1, y1, x2, y2) in frame pixels (x2, y2 exclusive); may extend past the frame border.
+        score: detector confidence; the scale differs between detectors (dlib: SVM margin, mostly 0-3;
+            Haar: cascade level weight; RetinaFace: probability).
+        landmarks5: [5, 2] float32 (x, y) or None: image-left eye, image-right eye, nose tip, image-left
+            mouth corner, image-right mouth corner (only detectors that predict them fill this).
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks5: np.ndarray | None = None
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.width) * max(0.0, self.height)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
+
+
+DETECTORS: dict[str, Callable[..., Detector]] = {}
+
+
+def register_detector(name: str) -> Callable[[Callable[..., Detector]], Callable[..., Detector]]:
+    """Decorator adding a detector factory (a class or function taking keyword args) to `DETECTORS`."""
+
+    def decorator(factory: Callable[..., Detector]) -> Callable[..., Detector]:
+        if name in DETECTORS:
+            raise ValueError(f"detector '{name}' is already registered")
+        DETECTORS[name] = factory
+        return factory
+
+    return decorator
+
+
+def create_detector(name: str = DEFAULT_DETECTOR, **kwargs: Any) -> Detector:
+    """Build a registered detector.
+
+    Raises:
+        KeyError: unknown name (the message lists the registered ones).
+    """
+    if name not in DETECTORS:
+        raise KeyError(f"unknown face detector '{name}' (registered: {', '.join(sorted(DETECTORS))})")
+    return DETECTORS[name](**kwargs)
+
+
+def _downscale(rgb: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """Shrink a frame so that its longer side is at most `max_side`; returns (image, scale applied)."""
+    height, width = rgb.shape[:2]
+    if not max_side or max(height, width) <= max_side:
+        return rgb, 1.0
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
+
+
+def _check_frame(rgb: np.ndarray) -> None:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 frame [H, W, 3], got {rgb.dtype} {rgb.shape}")
+
+
+@register_detector("dlib_hog")
+class DlibHogDetector:
+    """dlib's HOG + linear-SVM frontal face detector (`dlib.get_frontal_face_detector`).
+
+    The detector's smallest face is about 80×80 px at `upsample=0`; each upsampling step halves that and
+    roughly quadruples the time. Scores are SVM margins (`detector.run`), > 0 at the default threshold.
+    """
+
+    def __init__(
+        self,
+        upsample: int = 0,
+        adjust_threshold: float = 0.0,
+        min_score: float = 0.0,
+        min_size: float = 0.0,
+        max_side: int | None = None,
+    ) -> None:
+        """
+        Args:
+            upsample: times dlib upsamples the image before detecting (finds smaller faces, slower).
+            adjust_threshold: added to dlib's SVM threshold; negative finds more (weaker) faces.
+            min_score: drop detections scoring below this.
+            min_size: drop boxes whose shorter side is below this many frame pixels.
+            max_side: downscale frames whose longer side exceeds this before detecting (boxes are mapped
+                back to frame pixels); None = detect at full resolution. Trades small faces for speed.
+        """
+        import dlib
+
+        self.upsample = int(upsample)
+        self.adjust_threshold = float(adjust_threshold)
+        self.min_score = float(min_score)
+        self.min_size = float(min_size)
+        self.max_side = max_side
+        self._detector = dlib.get_frontal_face_detector()
+
+    def __call__(self, rgb: np.ndarray) -> list[Detection]:
+        """rgb: [H, W, 3] uint8. Returns detections sorted by decreasing score."""
+        _check_frame(rgb)
+        image, scale = _downscale(rgb, self.max_side)
+        rects, scores, _ = self._detector.run(
+            np.ascontiguousarray(image), self.upsample, self.adjust_threshold
+        )
+        detections = []
+        for rect, score in zip(rects, scores, strict=True):
+            # dlib rectangles are inclusive on the right/bottom edge.
+            box = (
+                rect.left() / scale,
+                rect.top() / scale,
+                (rect.right() + 1) / scale,
+                (rect.bottom() + 1) / scale,
+            )
+            detection = Detection(box=box, score=float(score))
+            if detection.score >= self.min_score and min(detection.width, detection.height) >= self.min_size:
+                detections.append(detection)
+        return sorted(detections, key=lambda d: -d.score)
+
+
+@register_detector("opencv_haar")
+class OpenCVHaarDetector:
+    """OpenCV's Viola-Jones frontal-face Haar cascade (`haarcascade_frontalface_default.xml`).
+
+    Scores are the cascade's last-stage level weights (`detectMultiScale3(outputRejectLevels=True)`), on a
+    different scale from dlib's.
+    """
+
+    def __init__(
+        self,
+        cascade: str = "haarcascade_frontalface_default.xml",
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_score: float = -np.inf,
+        min_size: float = 40.0,
+        max_side: int | None = None,
+    ) -> None:
+        """
+        Args:
+            cascade: file name under `cv2.data.haarcascades`, or a path to a cascade XML.
+            scale_factor: image pyramid step.
+            min_neighbors: overlapping raw hits needed to keep a detection (higher = fewer false positives).
+            min_score: drop detections whose level weight is below this.
+            min_size: smallest face side in frame pixels.
+            max_side: downscale frames whose longer side exceeds this before detecting; None = full size.
+        """
+        path = Path(cascade)
+        if not path.is_file():
+            path = Path(cv2.data.haarcascades) / cascade
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise FileNotFoundError(f"cannot load Haar cascade: {path}")
+        self.scale_factor = float(scale_factor)
+        self.min_neighbors = int(min_neighbors)
+        self.min_score = float(min_score)
+        self.min_size = float(min_size)
+        self.max_side = max_side
+
+    def __call__(self, rgb: np.ndarray) -> list[Detection]:
+        """rgb: [H, W, 3] uint8. Returns detections sorted by decreasing score."""
+        _check_frame(rgb)
+        image, scale = _downscale(rgb, self.max_side)
+        gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+        side = max(1, int(round(self.min_size * scale)))
+        boxes, _, weights = self._cascade.detectMultiScale3(
+            gray,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(side, side),
+            outputRejectLevels=True,
+        )
+        detections = []
+        for (x, y, w, h), weight in zip(np.reshape(boxes, (-1, 4)), np.ravel(weights), strict=True):
+            box = (x / scale, y / scale, (x + w) / scale, (y + h) / scale)
+            if float(weight) >= self.min_score:
+                detections.append(Detection(box=tuple(float(v) for v in box), score=float(weight)))
+        return sorted(detections, key=lambda d: -d.score)
+
+
+@register_detector("retinaface")
+class RetinaFaceDetector:
+    """RetinaFace through serengil's `retina-face` package (TensorFlow/Keras), with a local weights file.
+
+    This works only where `retina-face`, TensorFlow and the `retinaface.h5` weights file are all present;
+    none of them is installable or downloadable on this project's offline CPU machines, so here it raises
+    at construction. `retina-face` normally downloads its weights into `$DEEPFACE_HOME/.deepface/weights/`
+    (`~/.deepface/weights/` in older releases); this wrapper never lets it download: it points the package at
+    a private folder that holds only a link to `weights`. A TensorFlow-free (PyTorch) port is a later issue;
+    it will keep this registry name and call signature.
+
+    Returned landmarks5 are in this module's order (image-left eye first); `retina-face` calls the
+    image-left eye "right_eye" (the subject's right).
+    """
+
+    def __init__(self, weights: str | os.PathLike[str] | None = None, min_score: float = 0.9) -> None:
+        """
+        Args:
+            weights: local path to retina-face's Keras weights file (`retinaface.h5`).
+            min_score: detection probability threshold (retina-face's `threshold`).
+
+        Raises:
+            FileNotFoundError: `weights` not given or not a file.
+            ImportError: `retina-face` or TensorFlow is not installed.
+        """
+        if not weights:
+            raise FileNotFoundError(
+                "the 'retinaface' detector needs a local weights file: pass weights=/path/to/retinaface.h5 "
+                "(the Keras weights that serengil's retina-face downloads to "
+                "~/.deepface/weights/retinaface.h5; copy that file from a machine with internet access). "
+                "It also needs `pip install retina-face tensorflow`. Offline alternatives: detector "
+                "'dlib_hog' or 'opencv_haar'."
+            )
+        self.weights = Path(weights)
+        if not self.weights.is_file():
+            raise FileNotFoundError(
+                f"RetinaFace weights not found at {self.weights}: pass weights= the path of an existing "
+                "retinaface.h5 (retina-face's Keras weights). This detector never downloads weights."
+            )
+        try:
+            from retinaface import RetinaFace
+        except ImportError as error:
+            raise ImportError(
+                "the 'retinaface' detector needs serengil's retina-face and TensorFlow "
+                "(`pip install retina-face tensorflow`), which are not installable on this project's "
+                "machines; use 'dlib_hog' or 'opencv_haar' instead"
+            ) from error
+        self.min_score = float(min_score)
+        self._retinaface = RetinaFace
+        self._model = self._build_model()
+
+    def _build_model(self) -> Any:
+        # retina-face loads <$DEEPFACE_HOME or, in older releases, $HOME>/.deepface/weights/retinaface.h5
+        # and downloads it when missing; a private home holding a link to our file makes it load exactly
+        # `weights` and never touch the network.
+        home = tempfile.mkdtemp(prefix="affectflow_retinaface_")
+        weights_dir = Path(home) / ".deepface" / "weights"
+        weights_dir.mkdir(parents=True)
+        (weights_dir / "retinaface.h5").symlink_to(self.weights.resolve())
+        saved = {key: os.environ.get(key) for key in ("DEEPFACE_HOME", "HOME")}
+        os.environ["DEEPFACE_HOME"] = home
+        os.environ["HOME"] = home
+        try:
+            return self._retinaface.build_model()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def __call__(self, rgb: np.ndarray) -> list[Detection]:
+        """rgb: [H, W, 3] uint8. Returns detections sorted by decreasing score."""
+        _check_frame(rgb)
+        # retina-face expects OpenCV's BGR order (it flips to RGB internally).
+        faces = self._retinaface.detect_faces(
+            np.ascontiguousarray(rgb[:, :, ::-1]), threshold=self.min_score, model=self._model
+        )
+        if not isinstance(faces, dict):
+            return []  # some older releases return a tuple of empty arrays when no face is found
+        detections = []
+        for face in faces.values():
+            marks = face["landmarks"]
+            points = [
+                marks["right_eye"],
+                marks["left_eye"],
+                marks["nose"],
+                marks["mouth_right"],
+                marks["mouth_left"],
+            ]
+            detections.append(
+                Detection(
+                    box=tuple(float(v) for v in face["facial_area"]),
+                    score=float(face["score"]),
+                    landmarks5=np.asarray(points, dtype=np.float32),
+                )
+            )
+        return sorted(detections, key=lambda d: -d.score)

@@ -1,0 +1,69 @@
+"""Frozen-encoder features cached as Parquet: one row per (decoded frame, view), so temporal models
+can change without re-extracting anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.crops import track_crops
+from pipeline.engine import extract_features
+
+
+def feature_table(n_frames: int, view: str, frames: np.ndarray, embeddings: np.ndarray) -> pa.Table:
+    """Rows for every decoded frame of one view; frames without a face get a null embedding.
+
+    Args:
+        n_frames: decoded frames of the track.
+        frames: [M] frames with a face; embeddings: [M, D] float32.
+    """
+    dim = embeddings.shape[1]
+    has_face = np.zeros(n_frames, dtype=bool)
+    has_face[frames] = True
+    flat = np.zeros((n_frames, dim), dtype=np.float32)
+    flat[frames] = embeddings
+    values = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim, mask=pa.array(~has_face))
+    return pa.table(
+        {
+            "frame": pa.array(np.arange(n_frames, dtype=np.int32)),
+            "view": pa.array([view] * n_frames, pa.string()),
+            "has_face": pa.array(has_face),
+            "embedding": values,
+        }
+    )
+
+
+def extract_tracks(
+    tracks: list[str],
+    n_frames: list[int],
+    views: list[str],
+    faces_dir: str,
+    checkpoint: str,
+    out_dir: str,
+    batch_size: int = 128,
+    device: str = "cpu",
+) -> int:
+    """Write `<out_dir>/<track>.parquet` for each track; returns the number of rows written.
+
+    Paths are strings so the call is cheap to ship to a Prefect worker process.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    rows = 0
+    for track, count in zip(tracks, n_frames, strict=True):
+        tables = []
+        for view in views:
+            frames, crops = track_crops(Path(faces_dir), track, view)
+            embeddings = (
+                extract_features(np.asarray(crops), state, batch_size=batch_size, device=device)
+                if len(frames)
+                else np.zeros((0, state["feature_dim"]), dtype=np.float32)
+            )
+            tables.append(feature_table(count, view, frames, embeddings))
+        table = pa.concat_tables(tables)
+        pq.write_table(table, Path(out_dir) / f"{track}.parquet")
+        rows += table.num_rows
+    return rows
