@@ -10,14 +10,18 @@ import polars as pl
 import torch
 
 from pipeline.engine import load_temporal, train_temporal
-from pipeline.sequences import label_arrays, load_features, predictions_table
+from pipeline.sequences import label_arrays, load_features, predictions_table, with_track_deviation
 from pipeline.tasks import Task, get_task
 from pipeline.temporal import predict_sequence
 
 
-def load_track(track: str, features_dir: Path, labels_dir: Path, views: list[str], tasks: list[Task]):
+def load_track(
+    track: str, features_dir: Path, labels_dir: Path, views: list[str], tasks: list[Task], track_deviation: bool
+):
     """features [T, D] and targets (task -> [T] or [T, C]) of one track, aligned by decoded frame."""
-    features, _ = load_features(features_dir / f"{track}.parquet", views)
+    features, has_face = load_features(features_dir / f"{track}.parquet", views)
+    if track_deviation:
+        features = with_track_deviation(features, has_face)
     targets = label_arrays(pl.read_parquet(labels_dir / f"{track}.parquet"), tasks)
     if len(features) != len(next(iter(targets.values()))):
         raise ValueError(
@@ -37,13 +41,16 @@ def train_fold(
 ) -> dict[str, Any]:
     """Train the temporal model of one fold and write its model and predictions.
 
-    Writes `<out_dir>/fold_<k>/model.pt`, `history.json` and `predictions.parquet` (every track of the
-    fold's training part and test part, column `part`), so smoothing and evaluation never retrain.
+    Writes `<out_dir>/fold_<k>/model.pt`, `history.json` and `predictions.parquet` (the fold's held-out
+    tracks), so smoothing and evaluation never retrain.
     """
     folds = pl.read_parquet(folds_path)
     tasks = [get_task(name) for name in params["tasks"]]
     features_dir, labels_dir = Path(features_dir), Path(frames_dir) / "labels"
-    data = {t: load_track(t, features_dir, labels_dir, params["views"], tasks) for t in folds["track"]}
+    data = {
+        t: load_track(t, features_dir, labels_dir, params["views"], tasks, params["track_deviation"])
+        for t in folds["track"]
+    }
     train_tracks = folds.filter(pl.col("fold") != fold)["track"].to_list()
 
     checkpoint, history = train_temporal(
@@ -59,17 +66,15 @@ def train_fold(
         weight_decay=params["weight_decay"],
         warmup_epochs=params["warmup_epochs"],
         feature_noise=params["feature_noise"],
+        class_balance=params["class_balance"],
         seed=params["seed"] + fold,
         device=device,
     )
     model = load_temporal(checkpoint, device=device)
     tables = []
-    for row in folds.iter_rows(named=True):
-        outputs = predict_sequence(model, data[row["track"]][0], params["window"], params["stride"], device)
-        part = "test" if row["fold"] == fold else "train"
-        tables.append(
-            predictions_table(row["track"], outputs, tasks).with_columns(pl.lit(part).alias("part"))
-        )
+    for track in folds.filter(pl.col("fold") == fold)["track"]:
+        outputs = predict_sequence(model, data[track][0], params["window"], params["stride"], device)
+        tables.append(predictions_table(track, outputs, tasks))
 
     fold_dir = Path(out_dir) / f"fold_{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)

@@ -58,18 +58,23 @@ def baseline(task: Task, train_targets: np.ndarray, test_targets: np.ndarray) ->
     return metrics.va_constant_ccc()
 
 
-def evaluate_fold(table: pl.DataFrame, tasks: list[Task]) -> tuple[dict[str, Any], pl.DataFrame]:
-    """Scores of one fold and its test rows with challenge predictions.
+def evaluate_fold(
+    test: pl.DataFrame, reference: pl.DataFrame, tasks: list[Task]
+) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Scores of one fold and its rows with challenge predictions.
 
     Args:
-        table: predictions joined with labels; `part` is "train" (the fold's training tracks) or "test".
+        test: the fold's held-out predictions joined with labels.
+        reference: the other folds' held-out predictions joined with labels: out-of-fold outputs on this
+            fold's training tracks. AU thresholds are tuned and the majority class is taken there, so no
+            label of the reported fold leaks in, and the thresholds see outputs as uncertain as those they
+            are applied to (a model's outputs on its own training tracks are over-confident).
 
     Returns:
-        scores: task -> {headline metric, ..., "baseline", "n_frames"}; AU thresholds are tuned on the
-        training part only, never on the reported fold.
+        scores: task -> {headline metric, ..., "baseline", "n_frames"}.
         decided: the test rows with `<task>_pred` columns (list columns for multi-output tasks).
     """
-    train, test = table.filter(pl.col("part") == "train"), table.filter(pl.col("part") == "test")
+    train = reference
     scores: dict[str, Any] = {}
     decided = test.select("track", "frame")
     for task in tasks:

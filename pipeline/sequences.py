@@ -57,6 +57,22 @@ def load_features(path: Path, views: list[str]) -> tuple[np.ndarray, np.ndarray]
     return np.concatenate(blocks, axis=1), has_face
 
 
+def with_track_deviation(features: np.ndarray, has_face: np.ndarray) -> np.ndarray:
+    """Append each frame's deviation from its track's mean face feature.
+
+    The track mean is mostly who the person is (and the scene); the deviation is mostly what the face
+    is doing, so subject-independent models lean on it. Uses no labels, so it is the same at test time.
+
+    Args:
+        features: [T, D]; has_face: [T] bool.
+
+    Returns:
+        [T, 2 * D] float32: the features, then their deviation from the mean over frames with a face.
+    """
+    mean = features[has_face].mean(axis=0) if has_face.any() else np.zeros(features.shape[1], np.float32)
+    return np.concatenate([features, features - mean], axis=1).astype(np.float32)
+
+
 def label_arrays(labels: pl.DataFrame, tasks: list[Task]) -> dict[str, np.ndarray]:
     """Targets per task from a labels table: expr [T] int, au [T, 12] int, va [T, 2] float."""
     out = {}

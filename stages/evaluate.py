@@ -31,13 +31,20 @@ def run(
     (metrics_dir / "folds").mkdir(parents=True, exist_ok=True)
     plots_dir.mkdir(parents=True, exist_ok=True)
 
+    paths = sorted(smoothed_dir.glob("fold_*.parquet"))
+    smoothed = {p.stem: attach_labels(pl.read_parquet(p), labels_dir) for p in paths}
+    raw = {
+        p.stem: attach_labels(pl.read_parquet(models_dir / p.stem / "predictions.parquet"), labels_dir)
+        for p in paths
+    }
+
+    def others(tables: dict[str, pl.DataFrame], fold: str) -> pl.DataFrame:
+        return pl.concat([table for name, table in tables.items() if name != fold])
+
     fold_scores, decided = [], []
-    for path in sorted(smoothed_dir.glob("fold_*.parquet")):
-        smoothed = attach_labels(pl.read_parquet(path), labels_dir)
-        scores, test_rows = evaluate_fold(smoothed, tasks)
-        raw_scores, _ = evaluate_fold(
-            attach_labels(pl.read_parquet(models_dir / path.stem / "predictions.parquet"), labels_dir), tasks
-        )
+    for path in paths:
+        scores, test_rows = evaluate_fold(smoothed[path.stem], others(smoothed, path.stem), tasks)
+        raw_scores, _ = evaluate_fold(raw[path.stem], others(raw, path.stem), tasks)
         for task, values in scores.items():
             values[f"{HEADLINE[task]}_unsmoothed"] = raw_scores[task][HEADLINE[task]]
         (metrics_dir / "folds" / f"{path.stem}.json").write_text(json.dumps(scores, indent=1) + "\n")

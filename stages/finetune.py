@@ -55,6 +55,7 @@ def run(faces_dir: Path, frames_dir: Path, pretrain_dir: Path, out_dir: Path, pa
         lr=params["lr"],
         weight_decay=params["weight_decay"],
         layer_decay=params["layer_decay"],
+        class_balance=params["class_balance"],
         warmup_epochs=params["warmup_epochs"],
         drop_path=params["drop_path"],
         seed=params["seed"],

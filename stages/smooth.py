@@ -21,9 +21,7 @@ from pipeline.tasks import get_task
 def smooth_predictions(table: pl.DataFrame, specs: dict[str, dict]) -> pl.DataFrame:
     """Smooth each task's columns along time within each track (frames must be consecutive per track)."""
     parts = []
-    for track_table in table.sort("track", "part", "frame").partition_by(
-        "track", "part", maintain_order=True
-    ):
+    for track_table in table.sort("track", "frame").partition_by("track", maintain_order=True):
         updates = {}
         for task_name, spec in specs.items():
             task = get_task(task_name)

@@ -83,7 +83,9 @@ def write_wav(path: Path, voices: list[np.ndarray], rate: int, rng: np.random.Ge
     n = len(voices[0])
     mix = np.sum(voices, axis=0) if voices else np.zeros(n, np.float32)
     room = np.cumsum(rng.normal(0, 1, n)).astype(np.float32)
-    room -= np.convolve(room, np.ones(64) / 64, mode="same").astype(np.float32)  # remove the random-walk drift
+    room -= np.convolve(room, np.ones(64) / 64, mode="same").astype(
+        np.float32
+    )  # remove the random-walk drift
     mix = mix + 0.004 * room / max(float(np.abs(room).max()), 1e-6)
     peak = max(float(np.abs(mix).max()), 1e-6)
     pcm = np.round(mix / peak * 0.8 * 32767).astype(np.int16)

@@ -166,7 +166,7 @@ def make_timeline(
         if start + onset + apex + offset > t[-1]:
             break
         cls = str(rng.choice(classes, p=probs))
-        peak = float(rng.uniform(0.55, 1.0))
+        peak = float(rng.uniform(0.6, 1.0))
         if cls == "Other":
             core, optional = other_combination(rng), ()
             target_v, target_a = float(rng.uniform(-0.3, 0.3)), float(rng.uniform(-0.1, 0.5))
@@ -188,7 +188,7 @@ def make_timeline(
             episodes.append((cls, first, last))
         valence_push += env * (target_v - base_v)
         arousal_push += env * (target_a - base_a)
-        start += onset + apex + offset + float(rng.uniform(0.4, 1.8))
+        start += onset + apex + offset + float(rng.uniform(0.3, 1.3))
 
     # Spontaneous single AUs (brow flashes, lid tightening, a polite smile...) that carry no emotion label.
     n_events = rng.poisson(0.2 * t[-1])

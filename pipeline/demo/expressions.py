@@ -21,6 +21,10 @@ from pipeline.demo.warp import backward_maps, border_points, dense_field, fit_tp
 from pipeline.tasks import AU_NAMES
 
 N_AU = len(AU_NAMES)
+# Overall strength of the landmark moves below (1.0 = the listed values, which are modest FACS-like
+# amplitudes; 2x keeps expressions readable across identities in 112 px crops: at 1.25 a linear probe
+# on identity-centred pixels scored only 0.18 validation EXPR F1).
+MOVE_GAIN = 2.0
 AU_INDEX = {name: i for i, name in enumerate(AU_NAMES)}
 
 # Extra (virtual) skin points after the 68 landmarks, in this order.
@@ -90,7 +94,7 @@ def au_moves(lm: np.ndarray) -> np.ndarray:
     move("AU4", [19, 24], dx_out=-0.02, dy=0.09)
     move("AU4", [18, 25], dy=0.06)
     move("AU4", [17, 26], dy=0.04)
-    move("AU4", [37, 38, 43, 44], dy=0.02)
+    move("AU4", [37, 38, 43, 44], dy=0.015)
     forehead_follows("AU4", 0.4)
     # AU6 cheek raiser: cheeks and lower lids up, eyes narrow from below.
     move("AU6", [40, 41, 46, 47], dy=-0.05)
@@ -100,8 +104,8 @@ def au_moves(lm: np.ndarray) -> np.ndarray:
     move("AU6", _CHEEK_MID, dy=-0.07)
     move("AU6", [1, 2, 14, 15], dy=-0.03)
     # AU7 lid tightener: both lids close in on the eye.
-    move("AU7", [40, 41, 46, 47], dy=-0.05)
-    move("AU7", [37, 38, 43, 44], dy=0.035)
+    move("AU7", [40, 41, 46, 47], dy=-0.045)
+    move("AU7", [37, 38, 43, 44], dy=0.025)
     move("AU7", [36, 45], dx_out=-0.01)
     # AU10 upper lip raiser: upper lip and nose wings up.
     move("AU10", [50, 51, 52], dy=-0.1)
@@ -161,7 +165,7 @@ def au_moves(lm: np.ndarray) -> np.ndarray:
     move("AU26", [4, 12], dy=0.04)
     move("AU26", [61, 62, 63], dy=-0.01)
     move("AU26", [48, 54, 60, 64], dy=0.04)
-    return moves
+    return moves * MOVE_GAIN
 
 
 def _draw_shading(shape: tuple[int, int], lm: np.ndarray, moves: np.ndarray, iod: float) -> np.ndarray:
@@ -191,7 +195,11 @@ def _draw_shading(shape: tuple[int, int], lm: np.ndarray, moves: np.ndarray, iod
     # AU1/AU2: horizontal forehead lines (central for AU1, lateral for AU2).
     for k, lift in enumerate((0.3, 0.45, 0.6)):
         y = float(lm[17:27, 1].min()) - lift * iod
-        line("AU1", [(cx - 0.35 * iod, y + 0.02 * iod), (cx, y), (cx + 0.35 * iod, y + 0.02 * iod)], 0.10 - 0.02 * k)
+        line(
+            "AU1",
+            [(cx - 0.35 * iod, y + 0.02 * iod), (cx, y), (cx + 0.35 * iod, y + 0.02 * iod)],
+            0.10 - 0.02 * k,
+        )
         for s in (-1, 1):
             line("AU2", [(cx + s * 0.3 * iod, y), (cx + s * 0.75 * iod, y + 0.05 * iod)], 0.08 - 0.02 * k)
     # AU4: vertical furrows between the brows and a shadow under them.
@@ -286,12 +294,20 @@ def build_rig(identity: Identity) -> Rig:
     return Rig((x0, y0, x1, y1), fields, shading, inner, inner_moves, float(iod))
 
 
+def _chaikin(poly: np.ndarray, iterations: int = 2) -> np.ndarray:
+    """[N * 2^iterations, 2] corner-cut (rounded) version of a closed polygon [N, 2]."""
+    for _ in range(iterations):
+        nxt = np.roll(poly, -1, axis=0)
+        poly = np.stack([0.75 * poly + 0.25 * nxt, 0.25 * poly + 0.75 * nxt], axis=1).reshape(-1, 2)
+    return poly
+
+
 def _paint_mouth(patch: np.ndarray, inner: np.ndarray, iod: float) -> None:
     """Fill the gap between the inner lips with a dark mouth and a band of upper teeth (in place).
 
     Args:
         patch: [R, C, 3] float32 RGB.
-        inner: [8, 2] inner-lip points (60..67) after the AU moves, patch coords.
+        inner: [8, 2] inner-lip points (60..67, clockwise from the left corner) after the AU moves.
         iod: inter-ocular distance (caps the teeth height).
     """
     opening = float(np.max(inner[[7, 6, 5], 1] - inner[[1, 2, 3], 1]))
@@ -304,28 +320,28 @@ def _paint_mouth(patch: np.ndarray, inner: np.ndarray, iod: float) -> None:
     bx1, by1 = min(bx1, patch.shape[1]), min(by1, patch.shape[0])
     if bx1 <= bx0 or by1 <= by0:
         return
-    pts = inner - [bx0, by0]
     size = (by1 - by0, bx1 - bx0)
-    upper = pts[[0, 1, 2, 3, 4]]  # corner, upper inner lip, corner
-    lower = pts[[5, 6, 7]]
-
-    def soft_poly(poly: np.ndarray, sigma: float) -> np.ndarray:
-        canvas = np.zeros(size, np.uint8)
-        cv2.fillPoly(canvas, [np.round(poly * 8).astype(np.int32)], 255, cv2.LINE_AA, 3)
-        return cv2.GaussianBlur(canvas.astype(np.float32) / 255, (0, 0), sigma)[..., None]
-
-    mouth = soft_poly(np.concatenate([upper, lower]), 0.7)
-    # Upper teeth: the upper inner lip curve and the same curve shifted down by part of the opening.
-    teeth_h = min(0.4 * opening, 0.08 * iod)
-    teeth = soft_poly(np.concatenate([upper, upper[::-1] + [0.0, teeth_h]]), 0.6) * mouth
+    canvas = np.zeros(size, np.uint8)
+    poly = _chaikin(inner - [bx0, by0])
+    cv2.fillPoly(canvas, [np.round(poly * 8).astype(np.int32)], 255, cv2.LINE_AA, 3)
+    mouth = cv2.GaussianBlur(canvas.astype(np.float32) / 255, (0, 0), 0.7)
+    # Upper teeth: the part of the opening within teeth_h of its top edge (mouth minus itself shifted
+    # down). A narrow slit shows mostly shadow; the teeth show as the lips open further.
+    teeth_h = min(0.3 * opening, 0.06 * iod)
+    shifted = cv2.warpAffine(mouth, np.float32([[1, 0, 0], [0, 1, teeth_h]]), (size[1], size[0]))
+    show = float(np.clip((opening - 2.0) / 6.0, 0.0, 0.9))
+    teeth = (mouth * np.clip(1 - shifted, 0, 1) * show)[..., None]
+    mouth = mouth[..., None]
     dark = np.array((45.0, 14.0, 18.0), np.float32)
-    white = np.array((205.0, 196.0, 182.0), np.float32)
+    white = np.array((196.0, 186.0, 172.0), np.float32)
     win = patch[by0:by1, bx0:bx1]
     win *= 1 - mouth
     win += dark * (mouth - teeth) + white * teeth
 
 
-def render_expression(identity: Identity, rig: Rig, intensity: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def render_expression(
+    identity: Identity, rig: Rig, intensity: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """The identity's sprite with AUs applied.
 
     Args:

