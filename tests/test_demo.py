@@ -335,7 +335,7 @@ def test_audio_matches_video(corpora):
 
 
 def test_params_file_fits_generate_corpus(tmp_path, capsys):
-    params = yaml.safe_load((REPO / "pipeline" / "demo" / "PARAMS.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["demo"]
     assert "seed" in params
     inspect.signature(generate_corpus).bind(tmp_path, **params)  # every key is a keyword it takes
 
