@@ -9,11 +9,11 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d, uniform_filter1d
 
 
-def window_mean(values: np.ndarray, size: int) -> np.ndarray:
-    """Centred sliding-window mean over time. values: [T, C]; size: window length in frames (1 = off)."""
-    if size <= 1:
+def window_mean(values: np.ndarray, width: int) -> np.ndarray:
+    """Centred sliding-window mean over time. values: [T, C]; width: window length in frames (1 = off)."""
+    if width <= 1:
         return values
-    return uniform_filter1d(values, size=size, axis=0, mode="nearest")
+    return uniform_filter1d(values, size=width, axis=0, mode="nearest")
 
 
 def gaussian(values: np.ndarray, sigma: float) -> np.ndarray:
@@ -36,7 +36,7 @@ SMOOTHERS: dict[str, Callable[..., np.ndarray]] = {
 
 
 def smooth(values: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """Apply one smoothing spec: `{"method": "window", "size": 25}`, `{"method": "gaussian", "sigma": 3.0}`.
+    """Apply one smoothing spec: `{"method": "window", "width": 25}`, `{"method": "gaussian", "sigma": 3.0}`.
 
     values: [T, C] per-frame outputs of one track (probabilities or regression values).
     """

@@ -65,3 +65,15 @@ def test_floats_in_params_are_numbers_not_strings():
             raise AssertionError(f"params.yaml{where} = '{node}' is a string (write 3.0e-4, not 3e-4)")
 
     walk(load("params.yaml"), "")
+
+
+def test_no_param_is_named_like_a_key_dvc_leaves_out_of_its_run_cache():
+    # dvc.stage.cache hashes the lock entry with exclude=["size", "nfiles"] at every depth, so a param
+    # with one of these names would not invalidate the run cache and a stale output would come back.
+    def keys(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield key
+                yield from keys(value)
+
+    assert not {"size", "nfiles"} & set(keys(load("params.yaml")))

@@ -38,7 +38,7 @@ def test_folds_need_enough_subjects():
 def test_window_smoothing_is_a_centred_mean_and_keeps_length():
     values = np.zeros((21, 2), dtype=np.float32)
     values[10] = 5.0
-    out = smooth(values, {"method": "window", "size": 5})
+    out = smooth(values, {"method": "window", "width": 5})
     assert out.shape == values.shape
     np.testing.assert_allclose(out[8:13, 0], 1.0, rtol=1e-6)
     assert out[7, 0] == 0 and out[13, 0] == 0
