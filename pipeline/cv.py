@@ -16,7 +16,12 @@ from pipeline.temporal import predict_sequence
 
 
 def load_track(
-    track: str, features_dir: Path, labels_dir: Path, views: list[str], tasks: list[Task], track_deviation: bool
+    track: str,
+    features_dir: Path,
+    labels_dir: Path,
+    views: list[str],
+    tasks: list[Task],
+    track_deviation: bool,
 ):
     """features [T, D] and targets (task -> [T] or [T, C]) of one track, aligned by decoded frame."""
     features, has_face = load_features(features_dir / f"{track}.parquet", views)
