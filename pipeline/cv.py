@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import torch
 
+from pipeline.encoders import save_checkpoint
 from pipeline.engine import load_temporal, train_temporal
 from pipeline.sequences import label_arrays, load_features, predictions_table, with_track_deviation
 from pipeline.tasks import Task, get_task
@@ -83,7 +83,7 @@ def train_fold(
 
     fold_dir = Path(out_dir) / f"fold_{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, fold_dir / "model.pt")
+    save_checkpoint(checkpoint, fold_dir / "model.pt")
     (fold_dir / "history.json").write_text(json.dumps(history, indent=1))
     pl.concat(tables).write_parquet(fold_dir / "predictions.parquet")
     return {

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from pipeline.crops import track_crops
+from pipeline.encoders import load_checkpoint
 from pipeline.engine import extract_features
 
 
@@ -51,7 +51,7 @@ def extract_tracks(
 
     Paths are strings so the call is cheap to ship to a Prefect worker process.
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint)
     rows = 0
     for track, count in zip(tracks, n_frames, strict=True):
         tables = []

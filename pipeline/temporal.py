@@ -15,6 +15,7 @@ Entries:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -78,7 +79,7 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device | None = No
     return pe
 
 
-class TemporalModel(nn.Module):
+class TemporalModel(nn.Module, ABC):
     """Shared part of every entry: feature standardisation, input projection, masking, task heads.
 
     Subclasses implement `encode(h [B, T, hidden], pad_mask) -> [B, T, hidden]`.
@@ -98,8 +99,9 @@ class TemporalModel(nn.Module):
         self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1.0e-6))
 
+    @abstractmethod
     def encode(self, h: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
+        """h: [B, T, hidden] projected features -> [B, T, hidden] with temporal context."""
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """x: [B, T, D] raw features; pad_mask: [B, T] True on padding -> {task: [B, T, num_outputs]}."""

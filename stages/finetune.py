@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 import polars as pl
-import torch
 
 import pipeline  # noqa: F401
 from pipeline.config import device, load_params
 from pipeline.crops import gather_crops
+from pipeline.encoders import load_checkpoint, save_checkpoint
 from pipeline.engine import finetune_encoder
 from pipeline.tasks import get_task
 
@@ -44,7 +44,7 @@ def run(faces_dir: Path, frames_dir: Path, pretrain_dir: Path, out_dir: Path, pa
     images, targets = gather(labelled, params["frame_stride"])
     val_images, val_targets = gather(held_out, params["frame_stride"]) if held_out.height else (None, None)
     print(f"finetune: {len(images)} labelled crops from {labelled.height} tracks; tasks {params['tasks']}")
-    init = torch.load(pretrain_dir / "encoder.pt", map_location="cpu", weights_only=False)
+    init = load_checkpoint(pretrain_dir / "encoder.pt")
     checkpoint, history = finetune_encoder(
         images,
         targets,
@@ -64,7 +64,7 @@ def run(faces_dir: Path, frames_dir: Path, pretrain_dir: Path, out_dir: Path, pa
         val_targets=val_targets,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, out_dir / "encoder.pt")
+    save_checkpoint(checkpoint, out_dir / "encoder.pt")
     (out_dir / "history.json").write_text(json.dumps(history, indent=1))
     return history
 

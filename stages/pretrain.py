@@ -12,11 +12,11 @@ from pathlib import Path
 
 import cv2
 import polars as pl
-import torch
 
 import pipeline  # noqa: F401
 from pipeline.config import device, load_params
 from pipeline.crops import gather_crops
+from pipeline.encoders import save_checkpoint
 from pipeline.engine import pretrain_mae, reconstruction_preview
 
 
@@ -40,7 +40,7 @@ def run(faces_dir: Path, frames_dir: Path, out_dir: Path, params: dict) -> list[
         device=device(),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, out_dir / "encoder.pt")
+    save_checkpoint(checkpoint, out_dir / "encoder.pt")
     (out_dir / "history.json").write_text(json.dumps(history, indent=1))
     grid = reconstruction_preview(checkpoint, images[:: max(1, len(images) // 8)][:8], device=device())
     cv2.imwrite(str(out_dir / "reconstruction.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
