@@ -74,11 +74,11 @@ def evaluate_fold(
         scores: task -> {headline metric, ..., "baseline", "n_frames"}.
         decided: the test rows with `<task>_pred` columns (list columns for multi-output tasks).
     """
-    train = reference
     scores: dict[str, Any] = {}
     decided = test.select("track", "frame")
     for task in tasks:
-        train_valid = task.valid_mask(targets_of(train, task))
+        reference_targets = targets_of(reference, task)
+        reference_valid = task.valid_mask(reference_targets)
         test_targets = targets_of(test, task)
         test_valid = task.valid_mask(test_targets)
         if not test_valid.any():
@@ -86,12 +86,12 @@ def evaluate_fold(
         thresholds = None
         if task.kind == "multilabel":
             thresholds = metrics.tune_au_thresholds(
-                outputs_of(train, task)[train_valid], targets_of(train, task)[train_valid]
+                outputs_of(reference, task)[reference_valid], reference_targets[reference_valid]
             )
         predicted = decide(task, outputs_of(test, task), thresholds)
         scores[task.name] = {
             **score(task, predicted[test_valid], test_targets[test_valid]),
-            "baseline": baseline(task, targets_of(train, task)[train_valid], test_targets[test_valid]),
+            "baseline": baseline(task, reference_targets[reference_valid], test_targets[test_valid]),
             "n_frames": int(test_valid.sum()),
         }
         decided = decided.with_columns(pl.Series(f"{task.name}_pred", predicted.tolist()))

