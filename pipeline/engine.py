@@ -11,7 +11,7 @@ two runs with the same arguments give identical weights.
 Images arrive as uint8 [N, H, W, 3] RGB arrays; `to_tensor_batch` converts a batch on the device, resizes it
 to the encoder's input size and normalises it with the ImageNet statistics (as the MAE reference does).
 
-Checkpoints are dicts of tensors and plain values (see `pipeline.encoders`):
+Checkpoints are dicts of tensors and plain values (see `pipeline.models.encoders`):
 - pretrain: `{"model": encoder state, "encoder", "encoder_kwargs", "feature_dim", "config",
   "mae": {"kwargs", "state"}}` where `mae` holds the decoder (for previews; encoder loaders ignore it);
 - fine-tune: `{"model": encoder state, "encoder", "encoder_kwargs", "feature_dim", "config", "tasks",
@@ -33,18 +33,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import metrics
-from pipeline.encoders import (
+from pipeline.evaluation import metrics
+from pipeline.models.encoders import (
     create_encoder,
     encoder_from_checkpoint,
     encoder_kwargs,
     feature_dim,
     load_encoder_checkpoint,
 )
-from pipeline.losses import balanced_weights, multitask_loss
-from pipeline.mae import MaskedAutoencoder
-from pipeline.tasks import Task, get_task
-from pipeline.temporal import (
+from pipeline.training.losses import balanced_weights, multitask_loss
+from pipeline.models.mae import MaskedAutoencoder
+from pipeline.tasks.definitions import Task, get_task
+from pipeline.models.sequence import (
     TaskHeads,
     TemporalModel,
     create_temporal_model,
@@ -271,7 +271,7 @@ def pretrain_mae(
 
     Args:
         images: uint8 [N, H, W, 3] RGB crops (resized to the encoder's input size on the fly).
-        encoder: registry name (`pipeline.encoders.ENCODERS`).
+        encoder: registry name (`pipeline.models.encoders.ENCODERS`).
         mask_ratio: fraction of patches masked (0.75 in the seeds).
         epochs: passes over the images.
         batch_size: images per step.
@@ -691,7 +691,7 @@ def train_temporal(
         train_seqs: one (features [T, D], targets task -> [T] or [T, C]) per video track; a task missing from
             a sequence's targets counts as unlabelled there.
         tasks: task names to train.
-        model: registry name (`pipeline.temporal.TEMPORAL_MODELS`); model_kwargs: its kwargs.
+        model: registry name (`pipeline.models.sequence.TEMPORAL_MODELS`); model_kwargs: its kwargs.
         window, stride: window length and step (300 / 200 in seed 003).
         epochs, batch_size (windows per step), lr, weight_decay, warmup_epochs: as usual.
         seed: seeds init, dropout, feature noise and window order.

@@ -15,9 +15,9 @@ import polars as pl
 
 import pipeline  # noqa: F401
 from pipeline.config import load_params
-from pipeline.evaluation import attach_labels, evaluate_fold, score, summarise, targets_of
-from pipeline.plots import write_confusion, write_fold_scores, write_va_timeline
-from pipeline.tasks import get_task
+from pipeline.evaluation.scoring import attach_labels, evaluate_fold, score, summarise, targets_of
+from pipeline.evaluation.plots import write_confusion, write_fold_scores, write_va_timeline
+from pipeline.tasks.definitions import get_task
 
 HEADLINE = {"expr": "f1", "au": "f1", "va": "ccc"}
 

@@ -16,7 +16,7 @@ import polars as pl
 
 import pipeline  # noqa: F401
 from pipeline.config import load_params
-from pipeline.faces import FaceConfig
+from pipeline.faces.process import FaceConfig
 from pipeline.flows import fan_out
 
 
@@ -44,7 +44,7 @@ def run(root: Path, frames_dir: Path, out_dir: Path, params: dict) -> pl.DataFra
         }
         for row in videos.iter_rows(named=True)
     ]
-    fan_out("pipeline.faces:process_video", jobs, name="faces", labels=videos["video"].to_list())
+    fan_out("pipeline.faces.process:process_video", jobs, name="faces", labels=videos["video"].to_list())
 
     summary = []
     for row in tracks.iter_rows(named=True):

@@ -38,7 +38,7 @@ def run(faces_dir: Path, frames_dir: Path, encoder_dir: Path, out_dir: Path, par
     ]
     rows = sum(
         fan_out(
-            "pipeline.features:extract_tracks",
+            "pipeline.features.cache:extract_tracks",
             jobs,
             name="features",
             labels=[f"shard-{i}" for i in range(n_shards)],

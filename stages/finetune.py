@@ -15,10 +15,10 @@ import polars as pl
 
 import pipeline  # noqa: F401
 from pipeline.config import device, load_params
-from pipeline.crops import gather_crops
-from pipeline.encoders import load_checkpoint, save_checkpoint
+from pipeline.faces.crops import gather_crops
+from pipeline.models.encoders import load_checkpoint, save_checkpoint
 from pipeline.engine import finetune_encoder
-from pipeline.tasks import get_task
+from pipeline.tasks.definitions import get_task
 
 
 def run(faces_dir: Path, frames_dir: Path, pretrain_dir: Path, out_dir: Path, params: dict) -> list[dict]:

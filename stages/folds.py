@@ -12,7 +12,7 @@ import polars as pl
 
 import pipeline  # noqa: F401
 from pipeline.config import load_params
-from pipeline.folds import assign_folds
+from pipeline.evaluation.folds import assign_folds
 
 
 def run(frames_dir: Path, out_dir: Path, params: dict) -> pl.DataFrame:

@@ -3,7 +3,7 @@
 Outputs (under --out):
     tracks.parquet            one row per track: track, video, video_path (relative to root), split,
                               subject, n_frames (decoded), tasks (comma-separated tasks with labels)
-    index/<video>.parquet     one row per decoded frame (pipeline.frames.index_video)
+    index/<video>.parquet     one row per decoded frame (pipeline.datasets.frames.index_video)
     labels/<track>.parquet    one row per decoded frame (pipeline.datasets.affwild2.labels_table)
 """
 
@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 import pipeline  # noqa: F401
 from pipeline.datasets.affwild2 import find_tracks, find_video, labels_table
-from pipeline.frames import index_video
-from pipeline.tasks import TASKS
+from pipeline.datasets.frames import index_video
+from pipeline.tasks.definitions import TASKS
 
 
 def run(root: Path, out_dir: Path) -> pl.DataFrame:

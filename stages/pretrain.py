@@ -15,8 +15,8 @@ import polars as pl
 
 import pipeline  # noqa: F401
 from pipeline.config import device, load_params
-from pipeline.crops import gather_crops
-from pipeline.encoders import save_checkpoint
+from pipeline.faces.crops import gather_crops
+from pipeline.models.encoders import save_checkpoint
 from pipeline.engine import pretrain_mae, reconstruction_preview
 
 

@@ -13,9 +13,9 @@ import polars as pl
 
 import pipeline  # noqa: F401
 from pipeline.config import load_params
-from pipeline.sequences import output_columns, outputs_of
-from pipeline.smoothing import smooth
-from pipeline.tasks import get_task
+from pipeline.features.sequences import output_columns, outputs_of
+from pipeline.evaluation.smoothing import smooth
+from pipeline.tasks.definitions import get_task
 
 
 def smooth_predictions(table: pl.DataFrame, specs: dict[str, dict]) -> pl.DataFrame:

@@ -43,7 +43,7 @@ def run(features_dir: Path, frames_dir: Path, splits_dir: Path, out_dir: Path, p
         }
         for fold in folds
     ]
-    results = fan_out("pipeline.cv:train_fold", jobs, name="train-folds", labels=[f"fold-{k}" for k in folds])
+    results = fan_out("pipeline.training.cv:train_fold", jobs, name="train-folds", labels=[f"fold-{k}" for k in folds])
     for result in results:
         fold, tracks, loss = result["fold"], result["train_tracks"], result["final_loss"]
         print(f"train: fold {fold}: {tracks} training tracks, final loss {loss:.4f}")

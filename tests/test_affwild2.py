@@ -17,7 +17,7 @@ from pipeline.datasets.affwild2 import (
     labels_table,
     read_label_file,
 )
-from pipeline.tasks import AU_NAMES, get_task
+from pipeline.tasks.definitions import AU_NAMES, get_task
 
 EXPR_HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"
 AU_HEADER = ",".join(AU_NAMES)

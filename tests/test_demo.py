@@ -15,7 +15,7 @@ from pipeline.datasets.affwild2 import video_name
 from pipeline.demo import generate_corpus
 from pipeline.demo.corpus import HEADERS, RAW_FOLDERS, SPLITS, TASK_DIRS
 from pipeline.demo.dynamics import AU, EXPR, make_timeline
-from pipeline.tasks import AU_NAMES
+from pipeline.tasks.definitions import AU_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 # A tiny corpus: 3 identities x 1 video + one two-person video, ~50 frames each; every video gets a

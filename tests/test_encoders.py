@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pipeline  # noqa: F401  (torchvision shim before timm)
-from pipeline.encoders import (
+from pipeline.models.encoders import (
     ENCODERS,
     create_encoder,
     encoder_from_checkpoint,

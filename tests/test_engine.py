@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.encoders import load_checkpoint, save_checkpoint
+from pipeline.models.encoders import load_checkpoint, save_checkpoint
 from pipeline.engine import (
     extract_features,
     finetune_encoder,
@@ -17,7 +17,7 @@ from pipeline.engine import (
     to_tensor_batch,
     train_temporal,
 )
-from pipeline.temporal import predict_sequence
+from pipeline.models.sequence import predict_sequence
 
 TINY = {"depth": 2}  # 2-block vit_tiny_112: fast enough for unit tests
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from skimage import data
 
-from pipeline.align import (
+from pipeline.faces.align import (
     VIEWS,
     align_face,
     face_box,
@@ -18,8 +18,8 @@ from pipeline.align import (
     template,
     transform_points,
 )
-from pipeline.detectors import DETECTORS, Detection, create_detector
-from pipeline.faces import (
+from pipeline.faces.detectors import DETECTORS, Detection, create_detector
+from pipeline.faces.process import (
     FaceConfig,
     load_face_result,
     process_track,
@@ -27,7 +27,7 @@ from pipeline.faces import (
     save_face_result,
     select_face,
 )
-from pipeline.landmarks import LandmarkPredictor, five_points
+from pipeline.faces.landmarks import LandmarkPredictor, five_points
 
 OFFLINE_DETECTORS = [name for name in DETECTORS if name != "retinaface"]
 CLIP_FRAMES = 48  # enough frames for a rate, few enough to keep the real-clip tests at a few seconds

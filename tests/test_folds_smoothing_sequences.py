@@ -2,10 +2,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.folds import assign_folds
-from pipeline.sequences import fill_missing, label_arrays, outputs_of, predictions_table
-from pipeline.smoothing import smooth
-from pipeline.tasks import TASKS
+from pipeline.evaluation.folds import assign_folds
+from pipeline.features.sequences import fill_missing, label_arrays, outputs_of, predictions_table
+from pipeline.evaluation.smoothing import smooth
+from pipeline.tasks.definitions import TASKS
 
 
 def make_tracks(n_subjects: int, seed: int = 0) -> pl.DataFrame:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import pipeline  # noqa: F401  (torchvision shim before timm)
-from pipeline.encoders import create_encoder
-from pipeline.mae import MaskedAutoencoder, random_masking, sincos_pos_embed_2d
+from pipeline.models.encoders import create_encoder
+from pipeline.models.mae import MaskedAutoencoder, random_masking, sincos_pos_embed_2d
 
 
 @pytest.fixture

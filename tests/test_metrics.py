@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score
 
-from pipeline import metrics
+from pipeline.evaluation import metrics
 
 SEEDS = [0, 1, 2, 3]
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.video import VideoOpenError, count_decoded_frames, iter_frames, probe
+from pipeline.datasets.video import VideoOpenError, count_decoded_frames, iter_frames, probe
 
 WIDTH, HEIGHT, FPS = 64, 48, 25
 

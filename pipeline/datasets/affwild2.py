@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.tasks import TASKS, Task, get_task
+from pipeline.tasks.definitions import TASKS, Task, get_task
 
 VIDEO_DIRS = ("batch1", "batch2", "batch3", "videos", "new_vids", ".")
 VIDEO_EXTS = (".mp4", ".avi")
@@ -295,7 +295,7 @@ def read_label_file(path: Path, task: Task) -> np.ndarray:
 
     Args:
         path: the label file.
-        task: the task the file belongs to (`pipeline.tasks.TASKS`).
+        task: the task the file belongs to (`pipeline.tasks.definitions.TASKS`).
 
     Returns:
         Row i is the label of frame i (0-based) = line i + 2 of the file:

@@ -26,7 +26,7 @@ from pipeline.demo.checks import detection_rate
 from pipeline.demo.expressions import Rig, build_rig
 from pipeline.demo.identities import Identity, Recipe, build_identity, draw_recipes, redraw_shape
 from pipeline.demo.render import RenderOptions, TrackResult, TrackSpec, VideoSpec, render_video
-from pipeline.tasks import AU_NAMES, EXPR_CLASSES, TASKS
+from pipeline.tasks.definitions import AU_NAMES, EXPR_CLASSES, TASKS
 
 RAW_FOLDERS = ("batch1", "batch2", "videos", "new_vids")
 # The newest (ABAW6) folder name of each task; the loader also accepts the older EXPR name.

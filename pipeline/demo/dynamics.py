@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from pipeline.tasks import AU_NAMES, EXPR_CLASSES
+from pipeline.tasks.definitions import AU_NAMES, EXPR_CLASSES
 
 N_AU = len(AU_NAMES)
 AU = {name: i for i, name in enumerate(AU_NAMES)}

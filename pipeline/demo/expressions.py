@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.demo.identities import Identity
 from pipeline.demo.warp import backward_maps, border_points, dense_field, fit_tps
-from pipeline.tasks import AU_NAMES
+from pipeline.tasks.definitions import AU_NAMES
 
 N_AU = len(AU_NAMES)
 # Overall strength of the landmark moves below (1.0 = the listed values, which are modest FACS-like

@@ -15,7 +15,7 @@ import cv2
 import dlib
 import numpy as np
 
-from pipeline.landmarks import default_model_path
+from pipeline.faces.landmarks import default_model_path
 
 # dlib 68-point index groups (image-left first).
 JAW = np.arange(0, 17)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.tasks import EXPR_CLASSES
+from pipeline.tasks.definitions import EXPR_CLASSES
 
 SENTENCES: dict[str, tuple[str, ...]] = {
     "Neutral": (

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.tasks import Task
+from pipeline.tasks.definitions import Task
 
 CCC_EPS = 1.0e-8  # keeps 1 - CCC finite on constant batches (a single valid row, constant predictions)
 

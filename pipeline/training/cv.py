@@ -8,11 +8,11 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.encoders import save_checkpoint
+from pipeline.models.encoders import save_checkpoint
 from pipeline.engine import load_temporal, train_temporal
-from pipeline.sequences import label_arrays, load_features, predictions_table, with_track_deviation
-from pipeline.tasks import Task, get_task
-from pipeline.temporal import predict_sequence
+from pipeline.features.sequences import label_arrays, load_features, predictions_table, with_track_deviation
+from pipeline.tasks.definitions import Task, get_task
+from pipeline.models.sequence import predict_sequence
 
 
 def load_track(

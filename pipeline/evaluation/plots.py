@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from pipeline.tasks import EXPR_CLASSES  # noqa: E402
+from pipeline.tasks.definitions import EXPR_CLASSES  # noqa: E402
 
 
 def write_fold_scores(fold_scores: list[dict[str, Any]], headline: dict[str, str], out: Path) -> pl.DataFrame:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.sequences import label_arrays
-from pipeline.tasks import Task
+from pipeline.features.sequences import label_arrays
+from pipeline.tasks.definitions import Task
 
 
 def track_crops(faces_dir: Path, track: str, view: str) -> tuple[np.ndarray, np.ndarray]:

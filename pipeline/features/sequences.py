@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.tasks import Task
+from pipeline.tasks.definitions import Task
 
 
 def fill_missing(features: np.ndarray, has_face: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import polars as pl
 
-from pipeline.video import iter_frames
+from pipeline.datasets.video import iter_frames
 
 
 def index_video(path: Path) -> pl.DataFrame:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.tasks import get_task
+from pipeline.tasks.definitions import get_task
 
 EXPR_INVALID = int(get_task("expr").invalid)
 AU_INVALID = int(get_task("au").invalid)

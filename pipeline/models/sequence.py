@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.tasks import Task
+from pipeline.tasks.definitions import Task
 
 
 def task_probabilities(task: Task, outputs: torch.Tensor) -> torch.Tensor:

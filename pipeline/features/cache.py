@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.crops import track_crops
-from pipeline.encoders import load_checkpoint
+from pipeline.faces.crops import track_crops
+from pipeline.models.encoders import load_checkpoint
 from pipeline.engine import extract_features
 
 

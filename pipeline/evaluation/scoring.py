@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline import metrics
-from pipeline.sequences import outputs_of
-from pipeline.tasks import Task
+from pipeline.evaluation import metrics
+from pipeline.features.sequences import outputs_of
+from pipeline.tasks.definitions import Task
 
 
 def attach_labels(predictions: pl.DataFrame, labels_dir: Path) -> pl.DataFrame:

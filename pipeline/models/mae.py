@@ -1,4 +1,4 @@
-"""Masked autoencoder (He et al., 2022) around a timm VisionTransformer from `pipeline.encoders`.
+"""Masked autoencoder (He et al., 2022) around a timm VisionTransformer from `pipeline.models.encoders`.
 
 The encoder is the very module that fine-tuning and feature extraction use later; this wrapper only adds
 the masking, a small ViT decoder and the pixel loss, with the MAE reference's names (`mask_token`,
@@ -74,7 +74,7 @@ class MaskedAutoencoder(nn.Module):
 
     Args:
         encoder: a VisionTransformer with one class token and an absolute position embedding that covers
-            it (`pipeline.encoders.create_encoder` builds these).
+            it (`pipeline.models.encoders.create_encoder` builds these).
         mask_ratio: fraction of patches hidden from the encoder (0.75 in the MAE reference and the seeds).
         decoder_dim: decoder width (512 in the reference; 128 is enough for small crops).
         decoder_depth: decoder blocks (8 in the reference).
