@@ -1,40 +1,364 @@
-"""Params (knobs that change results, from params.yaml) and run-time settings (from the environment)."""
+"""Typed params: one frozen dataclass per `params.yaml` section, built and checked by `load_config`.
+
+Every knob that changes results lives in params.yaml (run-time settings that do not live in
+`pipeline.runtime`). `load_config` rejects an unknown or missing section or key, and a value of the wrong
+type, with a message naming the file, the section and the key; then it checks the sections against each
+other (views used downstream are produced upstream, window vs stride, tasks known, runs well formed). The
+dataclass of a section travels whole into the library and is stored in checkpoints (`asdict`).
+
+Never name a param `size` or `nfiles`: DVC leaves keys of those names out of its run-cache key, so a change
+to them would restore a stale output (a test checks).
+"""
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
+RUN_PATTERN = re.compile(r"^fold_(\d+)$")
+OFFICIAL_RUN = "official"
 
 
-def load_params(section: str, path: Path | str = PARAMS_FILE) -> dict[str, Any]:
-    """Return one top-level section of params.yaml.
+class ConfigError(ValueError):
+    """A params file that does not match the dataclasses (names the file, section and key)."""
 
-    Raises:
-        KeyError: the section is missing (names the file and the sections it has).
-    """
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str  # Aff-Wild2-layout root; data/demo is the built-in demo corpus
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    seed: int
+    n_identities: int
+    videos_per_identity: int
+    two_person_videos: int
+    frames_per_video: int
+    frames_jitter: float
+    fps_choices: tuple[int, ...]
+    frame_width: int
+    frame_height: int
+    face_box: float
+    max_roll: float
+    val_share: float
+    task_drop_share: float
+    no_face_share: float
+    blur_share: float
+    avi_share: float
+    audio_rate: int
+
+
+@dataclass(frozen=True)
+class FacesConfig:
+    detector: str
+    detector_kwargs: dict[str, Any]
+    crop_size: int
+    views: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    encoder: str
+    view: str
+    frame_stride: int
+    mask_ratio: float
+    decoder_dim: int
+    decoder_depth: int
+    norm_pix_loss: bool
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class FoldsConfig:
+    runs: tuple[str, ...]  # fold_0..fold_{k-1} (k-fold CV) and optionally "official"; the DVC foreach axis
+    seed: int
+
+    @property
+    def n_folds(self) -> int:
+        return sum(bool(RUN_PATTERN.match(run)) for run in self.runs)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    view: str
+    tasks: tuple[str, ...]
+    frame_stride: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    layer_decay: float
+    warmup_epochs: float
+    drop_path: float
+    clip_grad: float
+    accumulation: int
+    ema_decay: float
+    class_balance: bool
+    seed: int
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    views: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    tasks: tuple[str, ...]
+    views: tuple[str, ...]
+    model: str
+    model_kwargs: dict[str, Any]
+    window: int
+    stride: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    clip_grad: float
+    feature_noise: float
+    track_deviation: bool
+    class_balance: bool
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SmoothingSpec:
+    """One smoothing candidate: "none", "window:<frames>" or "gaussian:<sigma in frames>"."""
+
+    method: str
+    amount: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> SmoothingSpec:
+        method, _, amount = str(text).partition(":")
+        if method == "none" and not amount:
+            return cls("none")
+        if method not in ("window", "gaussian") or not amount:
+            raise ValueError(f"'{text}': expected none, window:<frames> or gaussian:<sigma>")
+        value = float(amount)
+        if method == "window" and (value < 1 or value != int(value)):
+            raise ValueError(f"'{text}': a window width is a whole number of frames >= 1")
+        if method == "gaussian" and value <= 0:
+            raise ValueError(f"'{text}': a Gaussian sigma must be > 0 frames")
+        return cls(method, value)
+
+    def __str__(self) -> str:
+        if self.method == "none":
+            return "none"
+        amount = int(self.amount) if self.method == "window" else self.amount
+        return f"{self.method}:{amount}"
+
+
+@dataclass(frozen=True)
+class SmoothConfig:
+    candidates: dict[str, tuple[str, ...]]  # task -> specs; the best on the inner validation fold is used
+
+    def specs(self, task: str) -> list[SmoothingSpec]:
+        return [SmoothingSpec.parse(text) for text in self.candidates.get(task, ("none",))]
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    """All of params.yaml, one attribute per section (the section names are the stage names)."""
+
+    data: DataConfig
+    demo: DemoConfig
+    faces: FacesConfig
+    pretrain: PretrainConfig
+    folds: FoldsConfig
+    finetune: FinetuneConfig
+    features: FeaturesConfig
+    train: TrainConfig
+    smooth: SmoothConfig
+    evaluate: EvaluateConfig
+
+
+SECTIONS: dict[str, type] = typing.get_type_hints(Config)
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against a type hint (int, float, bool, str, tuple[X, ...], dict[str, X])."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r} (write 3.0e-4, not 3e-4)")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, got {value!r}")
+        return value
+    if origin is tuple:
+        (item, _) = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _convert(v, item, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(origin, type) and issubclass(origin, types.UnionType):  # pragma: no cover
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")
+
+
+def build_section(cls: type, name: str, values: Any, source: str = "params.yaml") -> Any:
+    """Build one section's dataclass from its mapping; unknown, missing or mistyped keys are errors."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section '{name}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    expected = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(expected))
+    missing = [key for key in expected if key not in values]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)} in section '{name}' (expected: {', '.join(expected)})"
+        )
+    if missing:
+        raise ConfigError(f"{source}: section '{name}' is missing key(s) {', '.join(missing)}")
+    kwargs = {key: _convert(values[key], hints[key], f"{source}: {name}.{key}") for key in expected}
+    return cls(**kwargs)
+
+
+def config_from_dict(params: dict[str, Any], source: str = "params.yaml") -> Config:
+    """Build and check the whole config from a parsed params mapping."""
+    if not isinstance(params, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections")
+    unknown = sorted(set(params) - set(SECTIONS))
+    missing = [name for name in SECTIONS if name not in params]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown section(s) {', '.join(unknown)} (expected: {', '.join(SECTIONS)})"
+        )
+    if missing:
+        raise ConfigError(f"{source}: missing section(s) {', '.join(missing)}")
+    sections = {name: build_section(cls, name, params[name], source) for name, cls in SECTIONS.items()}
+    config = Config(**sections)
+    check(config, source)
+    return config
+
+
+def load_config(path: Path | str = PARAMS_FILE) -> Config:
+    """Read, build and check params.yaml (see the module docstring)."""
     path = Path(path)
     with path.open() as f:
         params = yaml.safe_load(f) or {}
-    if section not in params:
-        raise KeyError(f"{path}: no section '{section}' (has: {', '.join(sorted(params))})")
-    return params[section]
+    return config_from_dict(params, str(path))
 
 
-def num_workers(default: int | None = None) -> int:
-    """Parallel workers for CPU fan-out; AFFECTFLOW_WORKERS overrides (does not change results)."""
-    value = os.environ.get("AFFECTFLOW_WORKERS")
-    if value:
-        return max(1, int(value))
-    return default or max(1, min(4, os.cpu_count() or 1))
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
 
 
-def device() -> str:
-    """Torch device for heavy work; AFFECTFLOW_DEVICE overrides, else CUDA when present."""
-    import torch
+def check(config: Config, source: str = "params.yaml") -> None:
+    """Checks within and across sections; each failure names the keys involved."""
+    from pipeline.tasks.definitions import TASKS  # light module: task tables only
 
-    return os.environ.get("AFFECTFLOW_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    produced = set(config.faces.views)
+    _require(
+        config.faces.crop_size > 0, f"{source}: faces.crop_size must be > 0, got {config.faces.crop_size}"
+    )
+    for key, view in (("pretrain.view", config.pretrain.view), ("finetune.view", config.finetune.view)):
+        _require(
+            view in produced, f"{source}: {key} '{view}' is not produced by faces.views {sorted(produced)}"
+        )
+    for view in config.features.views:
+        _require(
+            view in produced, f"{source}: features.views has '{view}', not in faces.views {sorted(produced)}"
+        )
+    for view in config.train.views:
+        _require(
+            view in config.features.views,
+            f"{source}: train.views has '{view}', not in features.views {list(config.features.views)}",
+        )
+    for key, names in (
+        ("finetune.tasks", config.finetune.tasks),
+        ("train.tasks", config.train.tasks),
+        ("evaluate.tasks", config.evaluate.tasks),
+        ("smooth.candidates", tuple(config.smooth.candidates)),
+    ):
+        for name in names:
+            _require(name in TASKS, f"{source}: {key} has unknown task '{name}' (known: {', '.join(TASKS)})")
+        _require(len(set(names)) == len(names), f"{source}: {key} lists a task twice: {list(names)}")
+    _require(bool(config.train.tasks), f"{source}: train.tasks is empty")
+    for name in config.evaluate.tasks:
+        _require(name in config.train.tasks, f"{source}: evaluate.tasks has '{name}', not in train.tasks")
+    for name, specs in config.smooth.candidates.items():
+        _require(bool(specs), f"{source}: smooth.candidates.{name} is empty (use [none])")
+        for text in specs:
+            try:
+                SmoothingSpec.parse(text)
+            except ValueError as error:
+                raise ConfigError(f"{source}: smooth.candidates.{name}: {error}") from None
+    train = config.train
+    _require(
+        train.window >= 1 and 1 <= train.stride <= train.window,
+        f"{source}: need 1 <= train.stride <= train.window, got window={train.window}, stride={train.stride}",
+    )
+    _require(bool(train.seeds), f"{source}: train.seeds is empty")
+    _require(len(set(train.seeds)) == len(train.seeds), f"{source}: train.seeds repeats a seed")
+    for section in (config.pretrain, config.finetune, train):
+        name = type(section).__name__.removesuffix("Config").lower()
+        _require(section.epochs >= 1, f"{source}: {name}.epochs must be >= 1")
+        _require(section.batch_size >= 1, f"{source}: {name}.batch_size must be >= 1")
+        _require(section.lr > 0, f"{source}: {name}.lr must be > 0")
+    _require(config.finetune.accumulation >= 1, f"{source}: finetune.accumulation must be >= 1")
+    _require(0 <= config.finetune.ema_decay < 1, f"{source}: finetune.ema_decay must be in [0, 1)")
+    _require(0 < config.pretrain.mask_ratio < 1, f"{source}: pretrain.mask_ratio must be in (0, 1)")
+    check_runs(config.folds.runs, source)
+
+
+def check_runs(runs: tuple[str, ...], source: str = "params.yaml") -> None:
+    """folds.runs: fold_0..fold_{k-1} with k >= 3 (test, inner validation and training folds), and
+    optionally "official", each once."""
+    folds = sorted(int(m.group(1)) for run in runs if (m := RUN_PATTERN.match(run)))
+    others = [run for run in runs if not RUN_PATTERN.match(run) and run != OFFICIAL_RUN]
+    _require(not others, f"{source}: folds.runs has {others}: expected fold_<k> names and '{OFFICIAL_RUN}'")
+    _require(len(set(runs)) == len(runs), f"{source}: folds.runs lists a run twice: {list(runs)}")
+    _require(
+        folds == list(range(len(folds))),
+        f"{source}: folds.runs must name fold_0..fold_<k-1> without gaps, got {list(runs)}",
+    )
+    _require(
+        len(folds) >= 3 or not folds,
+        f"{source}: folds.runs needs at least 3 folds (test, inner validation, training), got {len(folds)}",
+    )
+    _require(bool(runs), f"{source}: folds.runs is empty")
+
+
+def section_keys() -> dict[str, list[str]]:
+    """Section -> its keys, as the dataclasses define them (kept in step with params.yaml and dvc.yaml)."""
+    return {name: [f.name for f in dataclasses.fields(cls)] for name, cls in SECTIONS.items()}

@@ -27,7 +27,7 @@ from prefect import flow, task
 from prefect.settings import get_current_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from pipeline.config import num_workers
+from pipeline.runtime import num_workers
 
 
 def resolve(path: str) -> Callable[..., Any]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pipeline  # noqa: F401  (installs the torchvision shim first)
-from pipeline.config import load_params
+from pipeline.config import load_config
 from pipeline.demo import generate_corpus
 
 
@@ -21,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
     args = parser.parse_args(argv)
 
-    section = load_params("demo", args.params)
+    section = asdict(load_config(args.params).demo)
+    section["fps_choices"] = list(section["fps_choices"])
     start = time.perf_counter()
     summary = generate_corpus(args.out, **section)
     print(

@@ -1,109 +1,41 @@
-"""Stage evaluate: official ABAW metrics per fold and over folds, trivial baselines, plots.
+"""Stage evaluate: per run and seed, decisions (AU thresholds) tuned on the tune tracks and official scores
+on the test tracks, smoothed and unsmoothed, against trivial baselines; summaries over folds and seeds.
 
-Outputs (cache: false, committed): metrics/folds/fold_<k>.json, metrics/cv.json,
-plots/folds.csv, plots/confusion.csv, plots/va_timeline.csv and PNGs of the same.
+Outputs: metrics/cv.json (k-fold CV), metrics/official.json (Train_Set -> Validation_Set),
+metrics/runs/<run>.json (every seed's scores, decisions and smoothing), plots/, and
+<decisions>/<run>.json (the tuned decision knobs a later `predict` applies).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 import pipeline  # noqa: F401
-from pipeline.config import load_params
-from pipeline.evaluation.scoring import attach_labels, evaluate_fold, score, summarise, targets_of
-from pipeline.evaluation.plots import write_confusion, write_fold_scores, write_va_timeline
-from pipeline.tasks.definitions import get_task
+from pipeline import artifacts
+from pipeline.config import OFFICIAL_RUN, load_config
+from pipeline.evaluation.folds import run_tracks
+from pipeline.evaluation.plots import write_confusion, write_run_scores, write_va_timeline
+from pipeline.evaluation.report import score_seed, summarise_cv
+from pipeline.evaluation.scoring import attach_labels, task_rows
+from pipeline.features.sequences import label_arrays, targets_of
+from pipeline.tasks.definitions import get_task, get_tasks
+from pipeline.tasks.scores import headline
 
-HEADLINE = {"expr": "f1", "au": "f1", "va": "ccc"}
 
-
-def run(
-    models_dir: Path, smoothed_dir: Path, frames_dir: Path, metrics_dir: Path, plots_dir: Path, params: dict
-) -> dict:
-    tasks = [get_task(name) for name in params["tasks"]]
-    labels_dir = frames_dir / "labels"
-    tracks = pl.read_parquet(frames_dir / "tracks.parquet")
-    (metrics_dir / "folds").mkdir(parents=True, exist_ok=True)
-    plots_dir.mkdir(parents=True, exist_ok=True)
-
-    paths = sorted(smoothed_dir.glob("fold_*.parquet"))
-    smoothed = {p.stem: attach_labels(pl.read_parquet(p), labels_dir) for p in paths}
-    raw = {
-        p.stem: attach_labels(pl.read_parquet(models_dir / p.stem / "predictions.parquet"), labels_dir)
-        for p in paths
-    }
-
-    def others(tables: dict[str, pl.DataFrame], fold: str) -> pl.DataFrame:
-        return pl.concat([table for name, table in tables.items() if name != fold])
-
-    fold_scores, decided = [], []
-    for path in paths:
-        scores, test_rows = evaluate_fold(smoothed[path.stem], others(smoothed, path.stem), tasks)
-        raw_scores, _ = evaluate_fold(raw[path.stem], others(raw, path.stem), tasks)
-        for task, values in scores.items():
-            values[f"{HEADLINE[task]}_unsmoothed"] = raw_scores[task][HEADLINE[task]]
-        (metrics_dir / "folds" / f"{path.stem}.json").write_text(json.dumps(scores, indent=1) + "\n")
-        fold_scores.append(scores)
-        decided.append(test_rows)
-    if not fold_scores:
-        raise ValueError(f"{smoothed_dir}: no fold_*.parquet predictions")
-
-    cv = summarise(fold_scores)
-    # Pooled over folds, only the official Validation_Set tracks: their labels never reached the encoder.
-    pooled = attach_labels(pl.concat(decided, how="diagonal"), labels_dir).join(
-        tracks.select("track", "split"), on="track"
-    )
-    validation = pooled.filter(pl.col("split") == "Validation_Set")
-    cv["validation_set"] = {}
+def train_targets(frames_dir: Path, tracks: list[str], tasks) -> dict[str, np.ndarray]:
+    """task -> valid targets of a run's training tracks (for the majority-class baseline)."""
+    parts = [label_arrays(pl.read_parquet(artifacts.labels_table(frames_dir, t)), tasks) for t in tracks]
+    out = {}
     for task in tasks:
-        if task.name not in cv or validation.height == 0:
-            continue
-        targets = targets_of(validation, task)
-        valid = task.valid_mask(targets)
-        if valid.any():
-            predicted = np.asarray(validation[f"{task.name}_pred"].to_list())
-            headline = score(task, predicted[valid], targets[valid])[HEADLINE[task.name]]
-            cv["validation_set"][f"{task.name}_{HEADLINE[task.name]}"] = round(headline, 4)
-    (metrics_dir / "cv.json").write_text(json.dumps(cv, indent=1) + "\n")
-
-    write_fold_scores(fold_scores, HEADLINE, plots_dir / "folds.csv")
-    if "expr" in cv:
-        expr = get_task("expr")
-        targets = targets_of(pooled, expr)
-        valid = expr.valid_mask(targets)
-        write_confusion(
-            targets[valid],
-            pooled["expr_pred"].to_numpy()[valid],
-            plots_dir / "confusion.csv",
-            plots_dir / "confusion.png",
-        )
-    if "va" in cv:
-        va = get_task("va")
-        labelled = pooled.filter(pl.col("valence") != va.invalid)
-        # The held-out track with the most labelled frames, preferring the official validation split.
-        track = (
-            labelled.group_by("track", "split")
-            .len()
-            .sort(pl.col("split") == "Validation_Set", "len", "track", descending=[True, True, False])[
-                "track"
-            ][0]
-        )
-        rows = labelled.filter(pl.col("track") == track).sort("frame")
-        write_va_timeline(
-            track,
-            rows["frame"].to_numpy(),
-            targets_of(rows, va),
-            np.asarray(rows["va_pred"].to_list()),
-            plots_dir / "va_timeline.csv",
-            plots_dir / "va_timeline.png",
-        )
-    print(json.dumps(cv, indent=1))
-    return cv
+        values = np.concatenate([p[task.name] for p in parts])
+        out[task.name] = values[task.valid_mask(values)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,17 +43,99 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", type=Path, required=True)
     parser.add_argument("--smoothed", type=Path, required=True)
     parser.add_argument("--frames", type=Path, required=True)
+    parser.add_argument("--splits", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--plots", type=Path, required=True)
+    parser.add_argument("--decisions", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    run(
-        args.models,
-        args.smoothed,
-        args.frames,
-        args.metrics,
-        args.plots,
-        load_params("evaluate", args.params),
+    config = load_config(args.params)
+    tasks = get_tasks(config.evaluate.tasks)
+    roles = pl.read_parquet(artifacts.roles_table(args.splits))
+    shutil.rmtree(args.metrics / "runs", ignore_errors=True)
+    (args.metrics / "runs").mkdir(parents=True)
+    args.plots.mkdir(parents=True, exist_ok=True)
+    args.decisions.mkdir(parents=True, exist_ok=True)
+
+    scores_by_seed: dict[int, dict[str, dict]] = {}
+    rows, pooled = [], []
+    for run in config.folds.runs:
+        raw = attach_labels(pl.read_parquet(artifacts.raw_predictions(args.models / run)), args.frames)
+        smoothed = attach_labels(
+            pl.read_parquet(artifacts.smoothed_predictions(args.smoothed, run)), args.frames
+        )
+        targets = train_targets(args.frames, run_tracks(roles, run)["train"], tasks)
+        smoothing = json.loads(artifacts.smoothing_choice(args.smoothed, run).read_text())
+        report, decisions = {}, {}
+        for seed in sorted(raw["seed"].unique().to_list()):
+            pick = pl.col("seed") == seed
+            scores, knobs, decided = score_seed(smoothed.filter(pick), raw.filter(pick), targets, tasks)
+            scores_by_seed.setdefault(seed, {})[run] = scores
+            report[str(seed)] = {"scores": scores, "smoothing": smoothing[str(seed)], "decisions": knobs}
+            decisions[str(seed)] = {"smoothing": smoothing[str(seed)], "decisions": knobs["smoothed"]}
+            rows.append(
+                {"run": run, "seed": seed}
+                | {
+                    f"{t}_{headline(get_task(t))}": round(s[headline(get_task(t))], 4)
+                    for t, s in scores.items()
+                }
+            )
+            if run != OFFICIAL_RUN and seed == config.train.seeds[0]:
+                pooled.append(
+                    decided.join(smoothed.filter(pick & (pl.col("role") == "test")), on=["track", "frame"])
+                )
+        artifacts.run_metrics(args.metrics, run).write_text(json.dumps(report, indent=1) + "\n")
+        artifacts.decisions(args.decisions, run).write_text(json.dumps(decisions, indent=1) + "\n")
+
+    cv_runs = {s: {r: v for r, v in runs.items() if r != OFFICIAL_RUN} for s, runs in scores_by_seed.items()}
+    official = {s: {r: v for r, v in runs.items() if r == OFFICIAL_RUN} for s, runs in scores_by_seed.items()}
+    summaries = {"cv": summarise_cv(cv_runs, tasks), "official": summarise_cv(official, tasks)}
+    for name, summary in summaries.items():
+        summary["seeds"] = len(scores_by_seed)
+        summary["smoothed"] = (
+            "headline scores are smoothed; <metric>_unsmoothed is the same without smoothing"
+        )
+        (args.metrics / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_run_scores(rows, args.plots / "runs.csv")
+
+    if pooled:
+        pooled_table = pl.concat(pooled, how="diagonal")
+        if "expr" in config.evaluate.tasks:
+            expr = get_task("expr")
+            true = targets_of(pooled_table, expr)
+            valid = expr.valid_mask(true)
+            predicted = np.asarray(pooled_table["expr_pred"].to_list())
+            write_confusion(
+                true[valid], predicted[valid], args.plots / "confusion.csv", args.plots / "confusion.png"
+            )
+        if "va" in config.evaluate.tasks:
+            va = get_task("va")
+            labelled = pooled_table.filter(pl.col("valence") != va.invalid)
+            track = (
+                labelled.group_by("track").len().sort("len", "track", descending=[True, False])["track"][0]
+            )
+            rows_va = labelled.filter(pl.col("track") == track).sort("frame")
+            outputs, true = task_rows(rows_va, va)
+            write_va_timeline(
+                track,
+                rows_va["frame"].to_numpy(),
+                true,
+                np.clip(outputs, -1, 1),
+                args.plots / "va_timeline.csv",
+                args.plots / "va_timeline.png",
+            )
+    print(
+        json.dumps(
+            {
+                name: {
+                    t: {k: v for k, v in s.items() if k != "per_seed"}
+                    for t, s in summary.items()
+                    if isinstance(s, dict)
+                }
+                for name, summary in summaries.items()
+            },
+            indent=1,
+        )
     )
 
 

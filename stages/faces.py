@@ -15,22 +15,23 @@ from pathlib import Path
 import polars as pl
 
 import pipeline  # noqa: F401
-from pipeline.config import load_params
+from pipeline import artifacts
+from pipeline.config import FacesConfig, load_config
 from pipeline.faces.process import FaceConfig
 from pipeline.flows import fan_out
 
 
-def face_config(params: dict) -> FaceConfig:
+def face_config(params: FacesConfig) -> FaceConfig:
     return FaceConfig(
-        detector=params["detector"],
-        detector_kwargs=dict(params["detector_kwargs"] or {}),
-        crop_size=params["crop_size"],
-        views=list(params["views"]),
+        detector=params.detector,
+        detector_kwargs=dict(params.detector_kwargs),
+        crop_size=params.crop_size,
+        views=list(params.views),
     )
 
 
-def run(root: Path, frames_dir: Path, out_dir: Path, params: dict) -> pl.DataFrame:
-    tracks = pl.read_parquet(frames_dir / "tracks.parquet")
+def run(root: Path, frames_dir: Path, out_dir: Path, params: FacesConfig) -> pl.DataFrame:
+    tracks = pl.read_parquet(artifacts.tracks_table(frames_dir))
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     config = face_config(params)
@@ -48,14 +49,14 @@ def run(root: Path, frames_dir: Path, out_dir: Path, params: dict) -> pl.DataFra
 
     summary = []
     for row in tracks.iter_rows(named=True):
-        table = pl.read_parquet(out_dir / row["track"] / "table.parquet")
+        table = pl.read_parquet(artifacts.face_table(out_dir, row["track"]))
         if table.height != row["n_frames"]:
             raise ValueError(
                 f"{row['video_path']}: decoded {table.height} frames in faces but {row['n_frames']} in frames"
             )
         summary.append({"track": row["track"], "frames": table.height, "faces": int(table["has_face"].sum())})
     summary = pl.DataFrame(summary).with_columns((pl.col("faces") / pl.col("frames")).alias("rate"))
-    summary.write_parquet(out_dir / "summary.parquet")
+    summary.write_parquet(artifacts.faces_summary(out_dir))
     total = summary.select(pl.col("faces").sum() / pl.col("frames").sum()).item()
     print(f"faces: {summary['faces'].sum()} of {summary['frames'].sum()} frames have a face ({total:.1%})")
     return summary
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    run(args.root, args.frames, args.out, load_params("faces", args.params))
+    run(args.root, args.frames, args.out, load_config(args.params).faces)
 
 
 if __name__ == "__main__":

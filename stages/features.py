@@ -1,8 +1,7 @@
-"""Stage features: run the fine-tuned encoder (frozen) over every face crop; cache Parquet per track.
+"""Stage features@<run>: the run's fine-tuned encoder (frozen) over every face crop of every track the
+run uses; Parquet per track, one row per (frame, view), so sequence models change without re-extraction.
 
-Tracks are split into shards that Prefect runs in parallel (AFFECTFLOW_WORKERS; one per GPU at scale).
-Output: <out>/<track>.parquet with columns frame, view, has_face, embedding (fixed-size list, null when
-the frame has no face).
+Output: <out>/<track>.parquet with columns frame, view, has_face, embedding (null without a face).
 """
 
 from __future__ import annotations
@@ -14,49 +13,43 @@ from pathlib import Path
 import polars as pl
 
 import pipeline  # noqa: F401
-from pipeline.config import device, load_params, num_workers
-from pipeline.flows import fan_out
-
-
-def run(faces_dir: Path, frames_dir: Path, encoder_dir: Path, out_dir: Path, params: dict) -> int:
-    tracks = pl.read_parquet(frames_dir / "tracks.parquet").sort("n_frames", descending=True)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    n_shards = min(num_workers(), tracks.height)
-    # Longest tracks first, dealt round-robin, so shards end at about the same time.
-    jobs = [
-        {
-            "tracks": tracks["track"][shard::n_shards].to_list(),
-            "n_frames": tracks["n_frames"][shard::n_shards].to_list(),
-            "views": params["views"],
-            "faces_dir": str(faces_dir),
-            "checkpoint": str(encoder_dir / "encoder.pt"),
-            "out_dir": str(out_dir),
-            "device": device(),
-        }
-        for shard in range(n_shards)
-    ]
-    rows = sum(
-        fan_out(
-            "pipeline.features.cache:extract_tracks",
-            jobs,
-            name="features",
-            labels=[f"shard-{i}" for i in range(n_shards)],
-        )
-    )
-    print(f"features: {rows} rows ({tracks.height} tracks x {len(params['views'])} views)")
-    return rows
+from pipeline import artifacts
+from pipeline.config import load_config
+from pipeline.evaluation.folds import run_tracks
+from pipeline.features.cache import extract_tracks
+from pipeline.runtime import configure_torch
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a folds.runs entry: fold_<k> or official")
     parser.add_argument("--faces", type=Path, required=True)
     parser.add_argument("--frames", type=Path, required=True)
+    parser.add_argument("--splits", type=Path, required=True)
     parser.add_argument("--encoder", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    run(args.faces, args.frames, args.encoder, args.out, load_params("features", args.params))
+    cfg = load_config(args.params).features
+    device = configure_torch()
+
+    roles = run_tracks(pl.read_parquet(artifacts.roles_table(args.splits)), args.run)
+    names = sorted(track for tracks in roles.values() for track in tracks)
+    n_frames = dict(
+        pl.read_parquet(artifacts.tracks_table(args.frames)).select("track", "n_frames").iter_rows()
+    )
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    rows = extract_tracks(
+        names,
+        [n_frames[t] for t in names],
+        list(cfg.views),
+        str(args.faces),
+        str(artifacts.encoder_checkpoint(args.encoder)),
+        str(args.out),
+        device=device,
+    )
+    print(f"features {args.run}: {rows} rows ({len(names)} tracks x {len(cfg.views)} views)")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import polars as pl
 from tqdm import tqdm
 
 import pipeline  # noqa: F401
+from pipeline import artifacts
+from pipeline.config import load_config
 from pipeline.datasets.affwild2 import find_tracks, find_video, labels_table
 from pipeline.datasets.frames import index_video
 from pipeline.tasks.definitions import TASKS
@@ -45,7 +47,7 @@ def run(root: Path, out_dir: Path) -> pl.DataFrame:
         index = index_video(video_paths[video])
         if index.height == 0:
             raise ValueError(f"{video_paths[video]}: no frame decodes")
-        index.write_parquet(out_dir / "index" / f"{video}.parquet")
+        index.write_parquet(artifacts.frame_index(out_dir, video))
         n_frames[video] = index.height
 
     rows = []
@@ -54,7 +56,7 @@ def run(root: Path, out_dir: Path) -> pl.DataFrame:
         for report in reports:
             if report.dropped or report.padded:
                 print(report.message(track.name))
-        labels.write_parquet(out_dir / "labels" / f"{track.name}.parquet")
+        labels.write_parquet(artifacts.labels_table(out_dir, track.name))
         rows.append(
             {
                 "track": track.name,
@@ -62,12 +64,13 @@ def run(root: Path, out_dir: Path) -> pl.DataFrame:
                 "video_path": str(video_paths[track.video].relative_to(root)),
                 "split": track.split,
                 "subject": track.subject,
+                "subject_known": track.subject_known,
                 "n_frames": n_frames[track.video],
                 "tasks": ",".join(sorted(track.label_files)),
             }
         )
     table = pl.DataFrame(rows)
-    table.write_parquet(out_dir / "tracks.parquet")
+    table.write_parquet(artifacts.tracks_table(out_dir))
     print(f"frames: {table.height} tracks, {len(n_frames)} videos, {sum(n_frames.values())} decoded frames")
     return table
 
@@ -76,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True, help="Aff-Wild2-layout root (params: data.root)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
+    load_config(args.params)  # a bad params.yaml fails here, at the first stage, not minutes later
     run(args.root, args.out)
 
 

@@ -1,6 +1,6 @@
 """Stage pretrain: masked-autoencoder pretraining of the ViT face encoder on the aligned face crops.
 
-Self-supervised (no labels), so it may see every track, validation included.
+Self-supervised (no labels), so it may see every track's faces, test tracks included.
 Outputs (under --out): encoder.pt (encoder weights + config), history.json, reconstruction.png.
 """
 
@@ -14,37 +14,22 @@ import cv2
 import polars as pl
 
 import pipeline  # noqa: F401
-from pipeline.config import device, load_params
+from pipeline import artifacts
+from pipeline.config import ConfigError, load_config
 from pipeline.faces.crops import gather_crops
-from pipeline.models.encoders import save_checkpoint
-from pipeline.engine import pretrain_mae, reconstruction_preview
+from pipeline.models.encoders import registry_input_size, save_checkpoint
+from pipeline.runtime import configure_torch
+from pipeline.training.pretrain import pretrain_mae, reconstruction_preview
 
 
-def run(faces_dir: Path, frames_dir: Path, out_dir: Path, params: dict) -> list[dict]:
-    tracks = pl.read_parquet(frames_dir / "tracks.parquet")["track"].to_list()
-    images, _ = gather_crops(faces_dir, tracks, params["view"], stride=params["frame_stride"])
-    print(f"pretrain: {len(images)} crops from {len(tracks)} tracks (view {params['view']})")
-    checkpoint, history = pretrain_mae(
-        images,
-        encoder=params["encoder"],
-        mask_ratio=params["mask_ratio"],
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        weight_decay=params["weight_decay"],
-        warmup_epochs=params["warmup_epochs"],
-        decoder_dim=params["decoder_dim"],
-        decoder_depth=params["decoder_depth"],
-        norm_pix_loss=params["norm_pix_loss"],
-        seed=params["seed"],
-        device=device(),
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(checkpoint, out_dir / "encoder.pt")
-    (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-    grid = reconstruction_preview(checkpoint, images[:: max(1, len(images) // 8)][:8], device=device())
-    cv2.imwrite(str(out_dir / "reconstruction.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    return history
+def check_crop_size(crop_size: int, encoder: str) -> None:
+    """Crops smaller than the encoder input would be upsampled: pixels invented, most likely a typo."""
+    needed = registry_input_size(encoder)
+    if crop_size < needed:
+        raise ConfigError(
+            f"params.yaml: faces.crop_size {crop_size} is smaller than the input of pretrain.encoder "
+            f"'{encoder}' ({needed} px): raise faces.crop_size or pick a smaller encoder"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +39,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    run(args.faces, args.frames, args.out, load_params("pretrain", args.params))
+    config = load_config(args.params)
+    cfg = config.pretrain
+    check_crop_size(config.faces.crop_size, cfg.encoder)
+    device = configure_torch()
+
+    tracks = pl.read_parquet(artifacts.tracks_table(args.frames))["track"].to_list()
+    images, _ = gather_crops(args.faces, tracks, cfg.view, stride=cfg.frame_stride)
+    print(f"pretrain: {len(images)} crops from {len(tracks)} tracks (view {cfg.view})")
+    checkpoint, history = pretrain_mae(images, cfg, device=device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(checkpoint, artifacts.encoder_checkpoint(args.out))
+    artifacts.history(args.out).write_text(json.dumps(history, indent=1) + "\n")
+    grid = reconstruction_preview(checkpoint, images[:: max(1, len(images) // 8)][:8], device=device)
+    cv2.imwrite(str(args.out / artifacts.RECONSTRUCTION), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
 if __name__ == "__main__":

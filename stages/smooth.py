@@ -1,57 +1,55 @@
-"""Stage smooth: temporal smoothing of every fold's per-frame predictions, per track and per task.
+"""Stage smooth: per run, seed and task, the smoothing candidate that scores best on the run's tune tracks,
+applied to its tune and test predictions (never chosen on the test tracks).
 
-Reads <models>/fold_<k>/predictions.parquet, writes <out>/fold_<k>.parquet with the same columns.
+Reads <models>/<run>/predictions.parquet; writes <out>/<run>.parquet (same columns, smoothed) and
+<out>/<run>.json (seed -> task -> chosen spec and every candidate's tune score).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
 import polars as pl
 
 import pipeline  # noqa: F401
-from pipeline.config import load_params
-from pipeline.features.sequences import output_columns, outputs_of
-from pipeline.evaluation.smoothing import smooth
-from pipeline.tasks.definitions import get_task
-
-
-def smooth_predictions(table: pl.DataFrame, specs: dict[str, dict]) -> pl.DataFrame:
-    """Smooth each task's columns along time within each track (frames must be consecutive per track)."""
-    parts = []
-    for track_table in table.sort("track", "frame").partition_by("track", maintain_order=True):
-        updates = {}
-        for task_name, spec in specs.items():
-            task = get_task(task_name)
-            if output_columns(task)[0] not in track_table.columns:
-                continue
-            values = smooth(outputs_of(track_table, task), spec)
-            updates.update({name: values[:, i] for i, name in enumerate(output_columns(task))})
-        parts.append(
-            track_table.with_columns(**{k: pl.Series(v, dtype=pl.Float32) for k, v in updates.items()})
-        )
-    return pl.concat(parts)
-
-
-def run(models_dir: Path, out_dir: Path, params: dict) -> None:
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    for fold_dir in sorted(models_dir.glob("fold_*")):
-        table = pl.read_parquet(fold_dir / "predictions.parquet")
-        smoothed = smooth_predictions(table, params)
-        smoothed.write_parquet(out_dir / f"{fold_dir.name}.parquet")
-    print(f"smooth: {', '.join(f'{task}={spec}' for task, spec in params.items())}")
+from pipeline import artifacts
+from pipeline.config import load_config
+from pipeline.evaluation.report import choose_smoothing
+from pipeline.evaluation.scoring import attach_labels
+from pipeline.tasks.definitions import get_tasks
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True)
+    parser.add_argument("--frames", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    run(args.models, args.out, load_params("smooth", args.params))
+    config = load_config(args.params)
+    tasks = get_tasks(config.train.tasks)
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    for run in config.folds.runs:
+        raw = pl.read_parquet(artifacts.raw_predictions(args.models / run))
+        columns = raw.columns
+        labelled = attach_labels(raw, args.frames)
+        tables, choices = [], {}
+        for seed in sorted(raw["seed"].unique().to_list()):
+            smoothed, choice = choose_smoothing(labelled.filter(pl.col("seed") == seed), tasks, config.smooth)
+            tables.append(smoothed.select(columns))
+            choices[str(seed)] = choice
+        pl.concat(tables).sort("seed", "role", "track", "frame").write_parquet(
+            artifacts.smoothed_predictions(args.out, run)
+        )
+        artifacts.smoothing_choice(args.out, run).write_text(json.dumps(choices, indent=1) + "\n")
+        chosen = {
+            task: [c[task]["chosen"] for c in choices.values()] for task in choices[next(iter(choices))]
+        }
+        print(f"smooth {run}: {chosen}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from pipeline.models.encoders import load_checkpoint, save_checkpoint
 from pipeline.engine import (
     extract_features,
     finetune_encoder,
@@ -17,6 +15,8 @@ from pipeline.engine import (
     to_tensor_batch,
     train_temporal,
 )
+
+from pipeline.models.encoders import load_checkpoint, save_checkpoint
 from pipeline.models.sequence import predict_sequence
 
 TINY = {"depth": 2}  # 2-block vit_tiny_112: fast enough for unit tests

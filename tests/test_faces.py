@@ -19,6 +19,7 @@ from pipeline.faces.align import (
     transform_points,
 )
 from pipeline.faces.detectors import DETECTORS, Detection, create_detector
+from pipeline.faces.landmarks import LandmarkPredictor, five_points
 from pipeline.faces.process import (
     FaceConfig,
     load_face_result,
@@ -27,7 +28,6 @@ from pipeline.faces.process import (
     save_face_result,
     select_face,
 )
-from pipeline.faces.landmarks import LandmarkPredictor, five_points
 
 OFFLINE_DETECTORS = [name for name in DETECTORS if name != "retinaface"]
 CLIP_FRAMES = 48  # enough frames for a rate, few enough to keep the real-clip tests at a few seconds

@@ -3,8 +3,8 @@ import polars as pl
 import pytest
 
 from pipeline.evaluation.folds import assign_folds
-from pipeline.features.sequences import fill_missing, label_arrays, outputs_of, predictions_table
 from pipeline.evaluation.smoothing import smooth
+from pipeline.features.sequences import fill_missing, label_arrays, outputs_of, predictions_table
 from pipeline.tasks.definitions import TASKS
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.training.losses import balanced_weights, ccc, multitask_loss, task_loss
-from pipeline.tasks.definitions import TASKS
 from pipeline.models.sequence import TEMPORAL_MODELS, create_temporal_model, predict_sequence, windows
+from pipeline.tasks.definitions import TASKS
+from pipeline.training.losses import balanced_weights, ccc, multitask_loss, task_loss
 
 ALL_TASKS = list(TASKS.values())
 SMALL = {"hidden": 16, "tcn_levels": 2, "kernel_size": 3, "transformer_layers": 1, "heads": 2, "dropout": 0.1}

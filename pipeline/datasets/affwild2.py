@@ -40,6 +40,7 @@ class Track:
         split: "Train_Set" or "Validation_Set" (the same for every task of the track).
         label_files: task name -> label file, only for the tasks this track is annotated for.
         subject: grouping key for cross-validation folds (from subjects.csv, else the video name).
+        subject_known: whether `subject` came from subjects.csv (False: it is only the video name).
     """
 
     name: str
@@ -47,6 +48,7 @@ class Track:
     split: str
     label_files: dict[str, Path]
     subject: str
+    subject_known: bool = False
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -217,6 +219,7 @@ def find_tracks(root: Path) -> list[Track]:
                 label_files=label_files[name],
                 # Default to the video so both people of a two-person video land in one fold.
                 subject=subjects.get(name, video),
+                subject_known=name in subjects,
             )
         )
     return tracks

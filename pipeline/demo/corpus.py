@@ -20,12 +20,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import num_workers
 from pipeline.datasets.affwild2 import SPLITS
 from pipeline.demo.checks import detection_rate
 from pipeline.demo.expressions import Rig, build_rig
 from pipeline.demo.identities import Identity, Recipe, build_identity, draw_recipes, redraw_shape
 from pipeline.demo.render import RenderOptions, TrackResult, TrackSpec, VideoSpec, render_video
+from pipeline.runtime import num_workers
 from pipeline.tasks.definitions import AU_NAMES, EXPR_CLASSES, TASKS
 
 RAW_FOLDERS = ("batch1", "batch2", "videos", "new_vids")

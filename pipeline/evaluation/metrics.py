@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.tasks.definitions import get_task
-
-EXPR_INVALID = int(get_task("expr").invalid)
-AU_INVALID = int(get_task("au").invalid)
-VA_INVALID = float(get_task("va").invalid)
+# The official markers of an unlabelled frame (FORMATS.md); `pipeline.tasks.definitions` uses the same.
+EXPR_INVALID = -1
+AU_INVALID = -1
+VA_INVALID = -5.0
 DEFAULT_AU_GRID = np.linspace(0.05, 0.95, 19)
 
 
@@ -308,3 +307,45 @@ def va_constant_ccc(test_true: np.ndarray | None = None, value: float = 0.0) -> 
         test_true = np.stack([ramp, ramp[::-1]], axis=1)
     true = np.asarray(test_true, dtype=np.float64)
     return float(va_score(np.full(true.shape, value), true)["mean"])
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two series; 0.0 when either is constant (no linear information).
+
+    Raises:
+        ValueError: different lengths, fewer than two values, or non-finite values.
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    _check_same_length(x, y, "pearson")
+    if x.size < 2:
+        raise ValueError("pearson: needs at least two values")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("pearson: inputs contain NaN or infinite values")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    xc, yc = x - x.mean(), y - y.mean()
+    return float(np.sum(xc * yc) / np.sqrt(np.sum(xc**2) * np.sum(yc**2)))
+
+
+def mean_pearson(pred: np.ndarray, true: np.ndarray) -> dict[str, float | list[float]]:
+    """EMI track score: mean over dimensions of the Pearson r between predictions and targets.
+
+    Args:
+        pred: [N, C] predictions (one row per video); true: [N, C] targets (rows already valid).
+
+    Returns:
+        {"r": mean r, "per_dim": [C] r per dimension}.
+    """
+    pred, true = np.atleast_2d(np.asarray(pred, np.float64)), np.atleast_2d(np.asarray(true, np.float64))
+    _check_same_length(pred, true, "mean_pearson")
+    per_dim = [pearson(pred[:, j], true[:, j]) for j in range(true.shape[1])]
+    return {"r": float(np.mean(per_dim)), "per_dim": per_dim}
+
+
+def mean_ccc(pred: np.ndarray, true: np.ndarray) -> dict[str, float | list[float]]:
+    """Mean CCC over dimensions of valid rows ([N, C] each); VA's P for C = 2 (predictions clipped)."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    _check_same_length(pred, true, "mean_ccc")
+    per_dim = [ccc(np.clip(pred[:, j], -1.0, 1.0), true[:, j]) for j in range(true.shape[1])]
+    return {"ccc": float(np.mean(per_dim)), "per_dim": per_dim}

@@ -15,15 +15,8 @@ import polars as pl  # noqa: E402
 from pipeline.tasks.definitions import EXPR_CLASSES  # noqa: E402
 
 
-def write_fold_scores(fold_scores: list[dict[str, Any]], headline: dict[str, str], out: Path) -> pl.DataFrame:
-    """One row per fold, one column per task's headline metric (e.g. expr_f1)."""
-    rows = [
-        {
-            "fold": k,
-            **{f"{task}_{key}": scores[task][key] for task, key in headline.items() if task in scores},
-        }
-        for k, scores in enumerate(fold_scores)
-    ]
+def write_run_scores(rows: list[dict[str, Any]], out: Path) -> pl.DataFrame:
+    """One row per (run, seed) with each task's headline score (e.g. expr_f1), for `dvc plots`."""
     table = pl.DataFrame(rows)
     table.write_csv(out)
     return table
@@ -53,7 +46,7 @@ def write_confusion(true: np.ndarray, predicted: np.ndarray, out_csv: Path, out_
             )
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual (row-normalised)")
-    ax.set_title("EXPR confusion, all held-out folds")
+    ax.set_title("EXPR confusion, test folds of every CV run (first seed)")
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)

@@ -1,47 +1,56 @@
-"""Temporal post-processing of per-frame outputs (seeds 000, 004; HSEmotion's centred mean)."""
+"""Temporal post-processing of per-frame outputs (seeds 000, 004; HSEmotion's centred mean), and the
+choice of one smoothing per task on a run's tuning tracks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
+import polars as pl
 from scipy.ndimage import gaussian_filter1d, uniform_filter1d
 
+from pipeline.config import SmoothingSpec
+from pipeline.features.sequences import output_columns, outputs_of
 
-def window_mean(values: np.ndarray, width: int) -> np.ndarray:
+
+def window_mean(values: np.ndarray, width: float) -> np.ndarray:
     """Centred sliding-window mean over time. values: [T, C]; width: window length in frames (1 = off)."""
+    width = int(width)
     if width <= 1:
         return values
     return uniform_filter1d(values, size=width, axis=0, mode="nearest")
 
 
 def gaussian(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian filter over time. values: [T, C]; sigma in frames (0 = off)."""
+    """Gaussian filter over time. values: [T, C]; sigma in frames (> 0)."""
     if sigma <= 0:
-        return values
+        raise ValueError(f"gaussian smoothing needs sigma > 0 frames, got {sigma}")
     return gaussian_filter1d(values, sigma=sigma, axis=0, mode="nearest")
 
 
-def identity(values: np.ndarray) -> np.ndarray:
-    """No smoothing."""
-    return values
-
-
-SMOOTHERS: dict[str, Callable[..., np.ndarray]] = {
+SMOOTHERS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "window": window_mean,
     "gaussian": gaussian,
-    "none": identity,
+    "none": lambda values, amount: values,
 }
 
 
-def smooth(values: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """Apply one smoothing spec: `{"method": "window", "width": 25}`, `{"method": "gaussian", "sigma": 3.0}`.
+def smooth(values: np.ndarray, spec: SmoothingSpec | str) -> np.ndarray:
+    """Apply one smoothing spec to [T, C] per-frame outputs of one track (probabilities or values)."""
+    spec = spec if isinstance(spec, SmoothingSpec) else SmoothingSpec.parse(spec)
+    if spec.method not in SMOOTHERS:
+        raise ValueError(f"unknown smoothing method '{spec.method}' (known: {', '.join(SMOOTHERS)})")
+    return SMOOTHERS[spec.method](np.asarray(values, dtype=np.float32), spec.amount).astype(np.float32)
 
-    values: [T, C] per-frame outputs of one track (probabilities or regression values).
-    """
-    spec = dict(spec)
-    method = spec.pop("method")
-    if method not in SMOOTHERS:
-        raise ValueError(f"unknown smoothing method '{method}' (known: {', '.join(SMOOTHERS)})")
-    return SMOOTHERS[method](np.asarray(values, dtype=np.float32), **spec).astype(np.float32)
+
+def smooth_table(table: pl.DataFrame, task, spec: SmoothingSpec) -> pl.DataFrame:
+    """Smooth one task's output columns of a predictions table track by track (rows sorted by frame);
+    the grouping columns (`seed`, `role`) are kept apart, so no two tracks or seeds ever mix."""
+    keys = [c for c in ("seed", "role", "track") if c in table.columns]
+    parts = []
+    for _, rows in table.sort([*keys, "frame"]).group_by(keys, maintain_order=True):
+        values = smooth(outputs_of(rows, task), spec)
+        parts.append(
+            rows.with_columns([pl.Series(c, values[:, i]) for i, c in enumerate(output_columns(task))])
+        )
+    return pl.concat(parts)

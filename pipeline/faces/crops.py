@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.features.sequences import label_arrays
-from pipeline.tasks.definitions import Task
+from pipeline import artifacts
 
 
 def track_crops(faces_dir: Path, track: str, view: str) -> tuple[np.ndarray, np.ndarray]:
@@ -17,9 +16,9 @@ def track_crops(faces_dir: Path, track: str, view: str) -> tuple[np.ndarray, np.
     Returns:
         frames: [M] int, decoded-frame indices; crops: [M, S, S, 3] uint8 (memory-mapped).
     """
-    table = pl.read_parquet(faces_dir / track / "table.parquet")
+    table = pl.read_parquet(artifacts.face_table(faces_dir, track))
     frames = table.filter(pl.col("has_face"))["frame"].to_numpy()
-    crops = np.load(faces_dir / track / f"{view}.npy", mmap_mode="r")
+    crops = np.load(artifacts.face_crops(faces_dir, track, view), mmap_mode="r")
     if len(crops) != len(frames):
         raise ValueError(
             f"{faces_dir / track}: {len(crops)} {view} crops but {len(frames)} frames with a face"
@@ -28,28 +27,20 @@ def track_crops(faces_dir: Path, track: str, view: str) -> tuple[np.ndarray, np.
 
 
 def gather_crops(
-    faces_dir: Path,
-    tracks: list[str],
-    view: str,
-    *,
-    stride: int = 1,
-    labels_dir: Path | None = None,
-    tasks: list[Task] | None = None,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Every `stride`-th face crop of the given tracks, with their targets when `labels_dir` is given.
+    faces_dir: Path, tracks: list[str], view: str, *, stride: int = 1
+) -> tuple[np.ndarray, pl.DataFrame]:
+    """Every `stride`-th face crop of the given tracks, and where each comes from.
 
     Returns:
-        crops: [N, S, S, 3] uint8; targets: task name -> [N] or [N, C] (invalid markers kept).
+        crops: [N, S, S, 3] uint8; index: N rows (track, frame), the decoded frame of each crop, so a
+        caller can join labels without this module knowing about tasks.
     """
-    crops, targets = [], {t.name: [] for t in tasks or []}
+    crops, index = [], []
     for track in tracks:
         frames, track_crops_ = track_crops(faces_dir, track, view)
         keep = np.arange(0, len(frames), stride)
         crops.append(np.asarray(track_crops_[keep]))
-        if labels_dir is not None:
-            labels = label_arrays(pl.read_parquet(labels_dir / f"{track}.parquet"), tasks or [])
-            for name, values in labels.items():
-                targets[name].append(values[frames[keep]])
+        index.append(pl.DataFrame({"track": [track] * len(keep), "frame": frames[keep].astype(np.int32)}))
     if not crops or sum(len(c) for c in crops) == 0:
         raise ValueError(f"{faces_dir}: no face crops in view '{view}' for {len(tracks)} tracks")
-    return np.concatenate(crops), {name: np.concatenate(v) for name, v in targets.items()}
+    return np.concatenate(crops), pl.concat(index)

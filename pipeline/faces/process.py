@@ -29,10 +29,10 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from pipeline.datasets.video import iter_frames, probe
 from pipeline.faces.align import DEFAULT_MARGIN, VIEWS, align_face, make_views
 from pipeline.faces.detectors import DEFAULT_DETECTOR, Detection, create_detector
 from pipeline.faces.landmarks import LandmarkPredictor, five_points
-from pipeline.datasets.video import iter_frames, probe
 
 TABLE_FILE = "table.parquet"
 NUM_LANDMARKS = 68

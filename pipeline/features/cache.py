@@ -9,9 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import artifacts
 from pipeline.faces.crops import track_crops
+from pipeline.inference.images import extract_features
 from pipeline.models.encoders import load_checkpoint
-from pipeline.engine import extract_features
 
 
 def feature_table(n_frames: int, view: str, frames: np.ndarray, embeddings: np.ndarray) -> pa.Table:
@@ -64,6 +65,6 @@ def extract_tracks(
             )
             tables.append(feature_table(count, view, frames, embeddings))
         table = pa.concat_tables(tables)
-        pq.write_table(table, Path(out_dir) / f"{track}.parquet")
+        pq.write_table(table, artifacts.feature_table(Path(out_dir), track))
         rows += table.num_rows
     return rows

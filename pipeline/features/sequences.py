@@ -1,13 +1,43 @@
-"""Per-track sequences for temporal models: features from the Parquet cache, labels, predictions tables."""
+"""Per-track sequences for sequence models: named feature streams from the Parquet cache, labels,
+and predictions tables.
+
+The cache holds one row per (frame, view); `load_streams` joins the views of one track lazily, one named
+stream per view, so adding a view or a modality never re-extracts the others.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from pipeline.tasks.definitions import Task
+from pipeline.tasks.kinds import behaviour
+
+
+@dataclass
+class TrackSequence:
+    """Everything a sequence model sees of one track.
+
+    Attributes:
+        track: track name.
+        streams: name -> [T, D] float32 per-frame inputs (frames without a face filled from neighbours).
+        masks: name -> [T] bool, True where the stream was really observed (a face was found).
+        clips: name -> [D] float32 per-clip inputs (audio or text embeddings).
+        targets: task -> [T] or [T, C] targets with the task's invalid marker on unlabelled frames.
+    """
+
+    track: str
+    streams: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    clips: dict[str, np.ndarray] = field(default_factory=dict)
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return len(next(iter(self.streams.values())))
 
 
 def fill_missing(features: np.ndarray, has_face: np.ndarray) -> np.ndarray:
@@ -33,15 +63,15 @@ def fill_missing(features: np.ndarray, has_face: np.ndarray) -> np.ndarray:
     return features[nearest]
 
 
-def load_features(path: Path, views: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Read one track's feature table and concatenate the chosen views per frame.
+def load_streams(path: Path, views: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Read one track's feature table: one stream per view.
 
     Returns:
-        features: [T, D * len(views)] float32 with missing faces filled from neighbours;
-        has_face: [T] bool (a frame counts as having a face when the first view has one).
+        streams: view -> [T, D] float32 with missing faces filled from neighbours;
+        masks: view -> [T] bool (True where the view had a face).
     """
     table = pl.read_parquet(path)
-    blocks, has_face = [], None
+    streams, masks = {}, {}
     for view in views:
         rows = table.filter(pl.col("view") == view).sort("frame")
         if rows.height == 0:
@@ -51,10 +81,10 @@ def load_features(path: Path, views: list[str]) -> tuple[np.ndarray, np.ndarray]
         mask = rows["has_face"].to_numpy()
         dim = rows["embedding"].dtype.shape[0]
         values = np.zeros((rows.height, dim), dtype=np.float32)
-        values[mask] = np.stack(rows.filter(pl.col("has_face"))["embedding"].to_numpy())
-        blocks.append(fill_missing(values, mask))
-        has_face = mask if has_face is None else has_face
-    return np.concatenate(blocks, axis=1), has_face
+        if mask.any():
+            values[mask] = np.stack(rows.filter(pl.col("has_face"))["embedding"].to_numpy())
+        streams[view], masks[view] = fill_missing(values, mask), mask
+    return streams, masks
 
 
 def with_track_deviation(features: np.ndarray, has_face: np.ndarray) -> np.ndarray:
@@ -74,12 +104,51 @@ def with_track_deviation(features: np.ndarray, has_face: np.ndarray) -> np.ndarr
 
 
 def label_arrays(labels: pl.DataFrame, tasks: list[Task]) -> dict[str, np.ndarray]:
-    """Targets per task from a labels table: expr [T] int, au [T, 12] int, va [T, 2] float."""
+    """Targets per task from a labels table (one row per frame); a task whose columns the table lacks is
+    all invalid (the track has no labels for it)."""
     out = {}
     for task in tasks:
-        values = labels.select(task.columns).to_numpy()
-        out[task.name] = values[:, 0].astype(np.int64) if task.kind == "multiclass" else values
+        if all(column in labels.columns for column in task.columns):
+            values = labels.select(task.columns).to_numpy()
+            out[task.name] = behaviour(task).targets_from(values, task.num_outputs)
+        else:
+            out[task.name] = behaviour(task).empty_targets(labels.height, task.num_outputs, task.invalid)
     return out
+
+
+def crop_targets(index: pl.DataFrame, frames_dir: Path, tasks: list[Task]) -> dict[str, np.ndarray]:
+    """Targets of face crops listed by (track, frame) rows (as `pipeline.faces.crops.gather_crops` gives)."""
+    from pipeline import artifacts
+
+    parts = []
+    for track, rows in index.group_by("track", maintain_order=True):
+        labels = label_arrays(pl.read_parquet(artifacts.labels_table(frames_dir, track[0])), tasks)
+        frames = rows["frame"].to_numpy()
+        parts.append({name: values[frames] for name, values in labels.items()})
+    return {task.name: np.concatenate([p[task.name] for p in parts]) for task in tasks}
+
+
+def load_track(
+    track: str,
+    features_path: Path,
+    labels_path: Path,
+    views: list[str],
+    tasks: list[Task],
+    track_deviation: bool,
+) -> TrackSequence:
+    """One track's named streams and targets, aligned by decoded frame."""
+    streams, masks = load_streams(features_path, views)
+    if track_deviation:
+        streams = {name: with_track_deviation(values, masks[name]) for name, values in streams.items()}
+    targets = label_arrays(pl.read_parquet(labels_path), tasks)
+    sequence = TrackSequence(track, streams, masks, {}, targets)
+    for name, values in targets.items():
+        if len(values) != sequence.n_frames:
+            raise ValueError(
+                f"{track}: {sequence.n_frames} feature rows in {features_path} but {len(values)} label rows "
+                f"for {name} in {labels_path}"
+            )
+    return sequence
 
 
 def output_columns(task: Task) -> list[str]:
@@ -99,3 +168,8 @@ def predictions_table(track: str, outputs: dict[str, np.ndarray], tasks: list[Ta
 def outputs_of(table: pl.DataFrame, task: Task) -> np.ndarray:
     """[N, C] outputs of one task from a predictions table."""
     return table.select(output_columns(task)).to_numpy()
+
+
+def targets_of(table: pl.DataFrame, task: Task) -> np.ndarray:
+    """Targets of one task from a table holding its label columns."""
+    return behaviour(task).targets_from(table.select(task.columns).to_numpy(), task.num_outputs)

@@ -96,6 +96,16 @@ def feature_dim(encoder: VisionTransformer) -> int:
     return int(encoder.num_features)
 
 
+def input_size(encoder: VisionTransformer) -> tuple[int, int]:
+    """(H, W) the encoder takes."""
+    return tuple(int(s) for s in encoder.patch_embed.img_size)
+
+
+def registry_input_size(name: str) -> int:
+    """Input side of a registered encoder, without building it (for config checks)."""
+    return int(encoder_kwargs(name)["img_size"])
+
+
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     """Write a checkpoint dict (tensors and plain Python values only) with torch.save."""
     path = Path(path)
@@ -189,7 +199,7 @@ def import_checkpoint(
     """Wrap external encoder weights (MAE reference, MAE-Face) into our checkpoint format.
 
     The weights go through `load_encoder_checkpoint` (strict key checks, pos_embed resampling), so the
-    result can seed `pipeline.engine.finetune_encoder(init=...)` or `extract_features` directly.
+    result can seed `pipeline.training.finetune.finetune_encoder(init=...)` or `extract_features` directly.
 
     Args:
         path_or_state: external checkpoint path or dict.

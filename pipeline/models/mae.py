@@ -5,7 +5,7 @@ the masking, a small ViT decoder and the pixel loss, with the MAE reference's na
 `decoder_*`), so the encoder's state dict is a MAE-reference-format encoder.
 
 Use `MaskedAutoencoder.forward` only for pretraining and previews: it masks `mask_ratio` of the patches.
-Features come from `encoder(x)` (see `pipeline.engine.extract_features`).
+Features come from `encoder(x)` (see `pipeline.inference.images.extract_features`).
 """
 
 from __future__ import annotations

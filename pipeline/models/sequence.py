@@ -1,14 +1,22 @@
-"""Temporal models over per-frame features: a registry with one API, windowing and sequence prediction.
+"""Sequence models: a registry with one API over named inputs, as timm does for images.
 
-Every model maps `x [B, T, D]` (raw features; the model standardises them with statistics stored in its
-buffers) and `pad_mask [B, T]` (True = padding, PyTorch's key-padding convention) to
-`{task name: [B, T, num_outputs]}`: logits for multiclass / multilabel tasks, values in [-1, 1] (tanh)
-for regression.
+Inputs are named: per-frame streams `[B, T, D_i]` (feature views, later audio frames) and per-clip vectors
+`[B, D_j]` (a text or audio embedding of the clip), declared by `InputSpec`s. Every model
+
+- standardises each input with training statistics stored in its buffers (so a checkpoint is all that
+  inference needs),
+- projects each input to the model width and sums them (per-clip vectors are broadcast over time); a
+  frame stream with a mask (`masks[name]`, [B, T] True where present, e.g. a face was found) gets a learnt
+  "missing" vector where absent,
+- `forward_features(inputs, pad_mask, masks) -> [B, T, hidden]` adds temporal context,
+- `forward_head(h, pad_mask) -> {task: [B, T, C] (frame tasks) or [B, C] (video tasks)}`: logits for
+  classification, tanh values for regression.
+
+`pad_mask` [B, T] is True on padding (PyTorch's key-padding convention).
 
 Entries:
-- `tcn_transformer` (seed 003): input projection + dropout -> TCN (dilated residual convolutions,
-  non-causal, dilations 1, 2, 4, ...) -> Transformer encoder with sinusoidal positions -> per-task MLP heads.
-- `tcn`, `transformer`: the seed's ablations without the Transformer or without the TCN.
+- `tcn_transformer` (seed 003): TCN (dilated residual convolutions, non-causal) -> Transformer encoder with
+  sinusoidal positions -> per-task MLP heads; `tcn` and `transformer` are its ablations;
 - `mlp`: per-frame MLP, no temporal context (the baseline temporal context has to beat).
 """
 
@@ -16,57 +24,121 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from pipeline.models.heads import TaskHeads
 from pipeline.tasks.definitions import Task
 
 
-def task_probabilities(task: Task, outputs: torch.Tensor) -> torch.Tensor:
-    """Model outputs -> what gets averaged and scored: softmax (multiclass), sigmoid (multilabel), values."""
-    if task.kind == "multiclass":
-        return outputs.float().softmax(dim=-1)
-    if task.kind == "multilabel":
-        return outputs.float().sigmoid()
-    return outputs.float()
+@dataclass(frozen=True)
+class InputSpec:
+    """One named model input: `per="frame"` for a [B, T, dim] stream, `per="clip"` for a [B, dim] vector."""
+
+    name: str
+    dim: int
+    per: str = "frame"
+
+    def __post_init__(self) -> None:
+        if self.per not in ("frame", "clip"):
+            raise ValueError(f"input '{self.name}': per must be 'frame' or 'clip', got '{self.per}'")
 
 
-class TaskHeads(nn.Module):
-    """One head per task on a shared representation; tanh on regression tasks.
+class InputEmbedding(nn.Module):
+    """Standardise, project and sum the named inputs into one [B, T, hidden] sequence."""
 
-    Args:
-        in_dim: size of the shared representation.
-        tasks: tasks to predict.
-        hidden: width of the hidden layer; 0 makes each head a single linear layer.
-        dropout: dropout before the last layer (MLP heads only).
-    """
-
-    def __init__(self, in_dim: int, tasks: Sequence[Task], hidden: int = 0, dropout: float = 0.0) -> None:
+    def __init__(self, inputs: Sequence[InputSpec], hidden: int, dropout: float) -> None:
         super().__init__()
-        self.tasks = list(tasks)
-        self.heads = nn.ModuleDict()
-        for task in self.tasks:
-            if hidden:
-                head = nn.Sequential(
-                    nn.Linear(in_dim, hidden),
-                    nn.GELU(),
-                    nn.Dropout(dropout),
-                    nn.Linear(hidden, task.num_outputs),
-                )
-            else:
-                head = nn.Linear(in_dim, task.num_outputs)
-            self.heads[task.name] = head
+        if not any(spec.per == "frame" for spec in inputs):
+            raise ValueError("a sequence model needs at least one per-frame input stream")
+        self.specs = list(inputs)
+        self.proj = nn.ModuleDict({spec.name: nn.Linear(spec.dim, hidden) for spec in self.specs})
+        self.missing = nn.ParameterDict(
+            {spec.name: nn.Parameter(torch.zeros(hidden)) for spec in self.specs if spec.per == "frame"}
+        )
+        for spec in self.specs:
+            # Standardisation statistics of the training inputs; saved with the weights (buffers).
+            self.register_buffer(f"{spec.name}_mean", torch.zeros(spec.dim))
+            self.register_buffer(f"{spec.name}_std", torch.ones(spec.dim))
+        self.drop = nn.Dropout(dropout)
 
-    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        """h: [..., in_dim] -> {task: [..., num_outputs]}."""
-        out = {}
-        for task in self.tasks:
-            y = self.heads[task.name](h)
-            out[task.name] = torch.tanh(y) if task.kind == "regression" else y
-        return out
+    def set_normalization(
+        self, name: str, mean: torch.Tensor | np.ndarray, std: torch.Tensor | np.ndarray
+    ) -> None:
+        """Store per-feature mean and std [D] of input `name` (std floored to avoid dividing by ~0)."""
+        getattr(self, f"{name}_mean").copy_(torch.as_tensor(mean, dtype=torch.float32))
+        getattr(self, f"{name}_std").copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1.0e-6))
+
+    def standardize(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return (x - getattr(self, f"{name}_mean")) / getattr(self, f"{name}_std")
+
+    def forward(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        pad_mask: torch.Tensor | None = None,
+        masks: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        missing_inputs = [spec.name for spec in self.specs if spec.name not in inputs]
+        if missing_inputs:
+            raise KeyError(f"model inputs {missing_inputs} are missing (got {sorted(inputs)})")
+        h = None
+        for spec in self.specs:
+            x = self.proj[spec.name](self.standardize(spec.name, inputs[spec.name].float()))
+            if spec.per == "clip":
+                x = x[:, None, :]  # broadcast over time
+            elif masks is not None and spec.name in masks:
+                x = torch.where(masks[spec.name][..., None], x, self.missing[spec.name].to(x.dtype))
+            h = x if h is None else h + x
+        frames = next(inputs[s.name] for s in self.specs if s.per == "frame")
+        h = self.drop(h.expand(frames.shape[0], frames.shape[1], -1))
+        if pad_mask is not None:
+            h = h.masked_fill(pad_mask[..., None], 0.0)
+        return h
+
+
+class SequenceModel(nn.Module, ABC):
+    """Shared part of every entry: named-input embedding, task heads; subclasses implement `encode`."""
+
+    def __init__(
+        self, inputs: Sequence[InputSpec], tasks: Sequence[Task], hidden: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.inputs = list(inputs)
+        self.tasks = list(tasks)
+        self.embed = InputEmbedding(inputs, hidden, dropout)
+        self.heads = TaskHeads(hidden, tasks, hidden=hidden, dropout=dropout)
+
+    def set_normalization(self, name: str, mean, std) -> None:
+        self.embed.set_normalization(name, mean, std)
+
+    @abstractmethod
+    def encode(self, h: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
+        """h: [B, T, hidden] embedded inputs -> [B, T, hidden] with temporal context."""
+
+    def forward_features(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        pad_mask: torch.Tensor | None = None,
+        masks: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Named inputs -> [B, T, hidden]."""
+        return self.encode(self.embed(inputs, pad_mask, masks), pad_mask)
+
+    def forward_head(self, h: torch.Tensor, pad_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """[B, T, hidden] -> {task: [B, T, C] or [B, C]}."""
+        return self.heads(h, pad_mask)
+
+    def forward(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        pad_mask: torch.Tensor | None = None,
+        masks: Mapping[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        return self.forward_head(self.forward_features(inputs, pad_mask, masks), pad_mask)
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
@@ -77,39 +149,6 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device | None = No
     pe[:, 0::2] = torch.sin(position * freq)
     pe[:, 1::2] = torch.cos(position * freq[: dim // 2])
     return pe
-
-
-class TemporalModel(nn.Module, ABC):
-    """Shared part of every entry: feature standardisation, input projection, masking, task heads.
-
-    Subclasses implement `encode(h [B, T, hidden], pad_mask) -> [B, T, hidden]`.
-    """
-
-    def __init__(self, in_dim: int, tasks: Sequence[Task], hidden: int, dropout: float) -> None:
-        super().__init__()
-        self.tasks = list(tasks)
-        # Standardisation statistics of the training features; saved with the weights (buffers).
-        self.register_buffer("feature_mean", torch.zeros(in_dim))
-        self.register_buffer("feature_std", torch.ones(in_dim))
-        self.input_proj = nn.Sequential(nn.Linear(in_dim, hidden), nn.Dropout(dropout))
-        self.heads = TaskHeads(hidden, tasks, hidden=hidden, dropout=dropout)
-
-    def set_normalization(self, mean: torch.Tensor | np.ndarray, std: torch.Tensor | np.ndarray) -> None:
-        """Store per-feature mean and std [D] (std is floored to avoid dividing by ~0)."""
-        self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1.0e-6))
-
-    @abstractmethod
-    def encode(self, h: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
-        """h: [B, T, hidden] projected features -> [B, T, hidden] with temporal context."""
-
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """x: [B, T, D] raw features; pad_mask: [B, T] True on padding -> {task: [B, T, num_outputs]}."""
-        x = (x - self.feature_mean) / self.feature_std
-        h = self.input_proj(x)
-        if pad_mask is not None:
-            h = h.masked_fill(pad_mask[..., None], 0.0)
-        return self.heads(self.encode(h, pad_mask))
 
 
 class TemporalBlock(nn.Module):
@@ -139,11 +178,11 @@ class TemporalBlock(nn.Module):
         return x if pad_mask is None else x.masked_fill(pad_mask[..., None], 0.0)
 
 
-class TCNTransformer(TemporalModel):
+class TCNTransformer(SequenceModel):
     """Seed 003's temporal model: TCN then Transformer encoder then per-task MLP heads.
 
     Args:
-        in_dim: feature size D.
+        inputs: named inputs (`InputSpec`).
         tasks: tasks to predict.
         hidden: model width.
         tcn_levels: residual conv blocks, dilation 2**level (0 = no TCN).
@@ -155,7 +194,7 @@ class TCNTransformer(TemporalModel):
 
     def __init__(
         self,
-        in_dim: int,
+        inputs: Sequence[InputSpec],
         tasks: Sequence[Task],
         *,
         hidden: int = 256,
@@ -165,7 +204,7 @@ class TCNTransformer(TemporalModel):
         heads: int = 4,
         dropout: float = 0.3,
     ) -> None:
-        super().__init__(in_dim, tasks, hidden, dropout)
+        super().__init__(inputs, tasks, hidden, dropout)
         self.tcn = nn.ModuleList(
             [TemporalBlock(hidden, kernel_size, 2**level, dropout) for level in range(tcn_levels)]
         )
@@ -193,13 +232,13 @@ class TCNTransformer(TemporalModel):
         return h
 
 
-class FrameMLP(TemporalModel):
+class FrameMLP(SequenceModel):
     """Per-frame MLP without temporal context (ablation). TCN/Transformer kwargs are accepted and ignored
     so that one `model_kwargs` serves every registry entry."""
 
     def __init__(
         self,
-        in_dim: int,
+        inputs: Sequence[InputSpec],
         tasks: Sequence[Task],
         *,
         hidden: int = 256,
@@ -209,119 +248,78 @@ class FrameMLP(TemporalModel):
         transformer_layers: int = 0,
         heads: int = 4,
     ) -> None:
-        super().__init__(in_dim, tasks, hidden, dropout)
+        super().__init__(inputs, tasks, hidden, dropout)
         self.body = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout))
 
     def encode(self, h: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         return self.body(h)
 
 
-TEMPORAL_MODELS: dict[str, Callable[..., TemporalModel]] = {}
+SEQUENCE_MODELS: dict[str, Callable[..., SequenceModel]] = {}
 
 
-def register_temporal_model(fn: Callable[..., TemporalModel]) -> Callable[..., TemporalModel]:
-    """Register a builder `fn(in_dim, tasks, **kwargs) -> TemporalModel` under its function name."""
-    if fn.__name__ in TEMPORAL_MODELS:
-        raise ValueError(f"temporal model '{fn.__name__}' is already registered")
-    TEMPORAL_MODELS[fn.__name__] = fn
+def register_sequence_model(fn: Callable[..., SequenceModel]) -> Callable[..., SequenceModel]:
+    """Register a builder `fn(inputs, tasks, **kwargs) -> SequenceModel` under its function name."""
+    if fn.__name__ in SEQUENCE_MODELS:
+        raise ValueError(f"sequence model '{fn.__name__}' is already registered")
+    SEQUENCE_MODELS[fn.__name__] = fn
     return fn
 
 
-@register_temporal_model
-def tcn_transformer(in_dim: int, tasks: Sequence[Task], **kwargs) -> TemporalModel:
-    return TCNTransformer(in_dim, tasks, **kwargs)
+@register_sequence_model
+def tcn_transformer(inputs: Sequence[InputSpec], tasks: Sequence[Task], **kwargs) -> SequenceModel:
+    return TCNTransformer(inputs, tasks, **kwargs)
 
 
-@register_temporal_model
-def tcn(in_dim: int, tasks: Sequence[Task], **kwargs) -> TemporalModel:
-    return TCNTransformer(in_dim, tasks, **{**kwargs, "transformer_layers": 0})
+@register_sequence_model
+def tcn(inputs: Sequence[InputSpec], tasks: Sequence[Task], **kwargs) -> SequenceModel:
+    return TCNTransformer(inputs, tasks, **{**kwargs, "transformer_layers": 0})
 
 
-@register_temporal_model
-def transformer(in_dim: int, tasks: Sequence[Task], **kwargs) -> TemporalModel:
-    return TCNTransformer(in_dim, tasks, **{**kwargs, "tcn_levels": 0})
+@register_sequence_model
+def transformer(inputs: Sequence[InputSpec], tasks: Sequence[Task], **kwargs) -> SequenceModel:
+    return TCNTransformer(inputs, tasks, **{**kwargs, "tcn_levels": 0})
 
 
-@register_temporal_model
-def mlp(in_dim: int, tasks: Sequence[Task], **kwargs) -> TemporalModel:
-    return FrameMLP(in_dim, tasks, **kwargs)
+@register_sequence_model
+def mlp(inputs: Sequence[InputSpec], tasks: Sequence[Task], **kwargs) -> SequenceModel:
+    return FrameMLP(inputs, tasks, **kwargs)
 
 
-def create_temporal_model(name: str, in_dim: int, tasks: Sequence[Task], **kwargs) -> TemporalModel:
-    """Build a registered temporal model (random weights, identity standardisation).
+def create_sequence_model(
+    name: str, inputs: Sequence[InputSpec], tasks: Sequence[Task], **kwargs
+) -> SequenceModel:
+    """Build a registered sequence model (random weights, identity standardisation).
 
     Args:
-        name: registry key (see `TEMPORAL_MODELS`).
-        in_dim: feature size D.
+        name: registry key (see `SEQUENCE_MODELS`).
+        inputs: named inputs (`InputSpec`).
         tasks: tasks to predict, in output order.
         **kwargs: hidden, tcn_levels, kernel_size, transformer_layers, heads, dropout.
     """
-    if name not in TEMPORAL_MODELS:
-        raise KeyError(f"unknown temporal model '{name}' (known: {', '.join(TEMPORAL_MODELS)})")
-    return TEMPORAL_MODELS[name](in_dim, tasks, **kwargs)
+    if name not in SEQUENCE_MODELS:
+        raise KeyError(f"unknown sequence model '{name}' (known: {', '.join(SEQUENCE_MODELS)})")
+    return SEQUENCE_MODELS[name](inputs, tasks, **kwargs)
 
 
-def windows(n_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """Half-open [start, end) windows of `window` frames every `stride` frames covering every frame.
-
-    The last window is aligned to the end of the sequence (so it may overlap its neighbour more than the
-    others); a sequence shorter than `window` gives one window over the whole sequence.
-    """
-    if window < 1 or not 1 <= stride <= window:
-        raise ValueError(f"need 1 <= stride <= window, got window={window}, stride={stride}")
-    if n_frames <= 0:
-        return []
-    if n_frames <= window:
-        return [(0, n_frames)]
-    starts = list(range(0, n_frames - window + 1, stride))
-    if starts[-1] + window < n_frames:
-        starts.append(n_frames - window)
-    return [(start, start + window) for start in starts]
+def model_checkpoint(model: SequenceModel, name: str, kwargs: dict, config: dict) -> dict:
+    """A checkpoint that rebuilds the model alone: weights (with standardisation), inputs, tasks, config."""
+    return {
+        "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+        "sequence_model": name,
+        "inputs": [asdict(spec) for spec in model.inputs],
+        "tasks": [task.name for task in model.tasks],
+        "model_kwargs": dict(kwargs),
+        "config": config,
+    }
 
 
-@torch.no_grad()
-def predict_sequence(
-    model: nn.Module,
-    features: np.ndarray | torch.Tensor,
-    window: int,
-    stride: int,
-    device: str | torch.device = "cpu",
-    batch_size: int = 64,
-) -> dict[str, np.ndarray]:
-    """Per-frame predictions for one sequence, averaging the windows that overlap each frame.
+def model_from_checkpoint(checkpoint: dict, device: str | torch.device = "cpu") -> SequenceModel:
+    """Rebuild a sequence model from `model_checkpoint`, in eval mode."""
+    from pipeline.tasks.definitions import get_task
 
-    Standardisation happens inside the model (its stored training statistics). The model is put in eval
-    mode for the call and restored afterwards.
-
-    Args:
-        model: a temporal model with the registry API and a `tasks` attribute.
-        features: [T, D] raw features of one sequence.
-        window: window length (as in training).
-        stride: window step; overlapping outputs are averaged.
-        device: where to run.
-        batch_size: windows per forward pass.
-
-    Returns:
-        {task: [T, num_outputs] float32}: class probabilities (multiclass), per-output probabilities
-        (multilabel) or values (regression).
-    """
-    feats = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    n_frames = feats.shape[0]
-    spans = windows(n_frames, window, stride)
-    sums = {task.name: torch.zeros(n_frames, task.num_outputs) for task in model.tasks}
-    counts = torch.zeros(n_frames, 1)
-    was_training = model.training
-    model.eval()
-    for i in range(0, len(spans), batch_size):
-        chunk = spans[i : i + batch_size]
-        # All windows have the same length (window, or n_frames when shorter), so no padding is needed.
-        x = torch.stack([feats[start:end] for start, end in chunk]).to(device)
-        outputs = model(x, None)
-        for task in model.tasks:
-            probs = task_probabilities(task, outputs[task.name]).cpu()
-            for j, (start, end) in enumerate(chunk):
-                sums[task.name][start:end] += probs[j]
-        for start, end in chunk:
-            counts[start:end] += 1
-    model.train(was_training)
-    return {name: (total / counts).numpy() for name, total in sums.items()}
+    inputs = [InputSpec(**spec) for spec in checkpoint["inputs"]]
+    tasks = [get_task(name) for name in checkpoint["tasks"]]
+    model = create_sequence_model(checkpoint["sequence_model"], inputs, tasks, **checkpoint["model_kwargs"])
+    model.load_state_dict(checkpoint["model"], strict=True)
+    return model.to(device).eval()

@@ -1,7 +1,12 @@
-"""The affect tasks, described as data: label columns, invalid markers, output sizes.
+"""The affect tasks, described as data: label columns, invalid markers, outputs, kind, level and metric.
 
-Adding a track (compound expressions, mimicry intensity) means adding an entry here plus its loss and
-metric, not new code paths in the stages.
+This module is plain data (no torch), so dataset readers and the demo depend on nothing else. Behaviour
+comes from the task's kind (`pipeline.tasks.kinds`) and its metric (`pipeline.tasks.scores.METRICS`), never
+from `if task.name == ...`. Adding a track is adding one `Task` entry here plus its dataset reader.
+
+Levels: a "frame" task has one target per frame; a "video" task has one target per track (stored on
+every frame of the track's label table, so both levels travel in the same tables), its model output is
+pooled over the frames of a window and it is scored with one row per track.
 """
 
 from __future__ import annotations
@@ -13,6 +18,16 @@ import numpy as np
 EXPR_CLASSES = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other")
 AU_NAMES = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26")
 VA_NAMES = ("valence", "arousal")
+COMPOUND_CLASSES = (
+    "Fearfully_Surprised",
+    "Happily_Surprised",
+    "Sadly_Surprised",
+    "Disgustedly_Surprised",
+    "Angrily_Surprised",
+    "Sadly_Fearful",
+    "Sadly_Angry",
+)
+MIMICRY_NAMES = ("Admiration", "Amusement", "Determination", "Empathic Pain", "Excitement", "Joy")
 
 
 @dataclass(frozen=True)
@@ -21,11 +36,14 @@ class Task:
 
     Attributes:
         name: short key used in params, metrics and file names.
-        kind: "multiclass" (one int per frame), "multilabel" (0/1 per column) or "regression".
+        kind: a `pipeline.tasks.kinds.KINDS` name: "multiclass", "multilabel" or "regression".
         columns: label-table columns holding the targets (one for multiclass: the class index).
         class_names: names of the outputs (classes, AUs or dimensions), in output order.
-        invalid: marker for an unlabelled frame, as written in the annotation files.
-        challenge_dirs: Aff-Wild2 annotation folder names for this task (first = preferred).
+        invalid: marker for an unlabelled row, as written in the annotation files.
+        metric: a `pipeline.tasks.scores.METRICS` name (the official metric of the track).
+        level: "frame" (one target per frame) or "video" (one target per track).
+        challenge_dirs: Aff-Wild2 annotation folder names for this task (first = preferred); empty for
+            tasks read from other datasets.
     """
 
     name: str
@@ -33,18 +51,22 @@ class Task:
     columns: tuple[str, ...]
     class_names: tuple[str, ...]
     invalid: float
-    challenge_dirs: tuple[str, ...]
+    metric: str
+    level: str = "frame"
+    challenge_dirs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.level not in ("frame", "video"):
+            raise ValueError(f"task '{self.name}': level must be 'frame' or 'video', got '{self.level}'")
 
     @property
     def num_outputs(self) -> int:
         return len(self.class_names)
 
     def valid_mask(self, targets: np.ndarray) -> np.ndarray:
-        """[N] bool: frames whose targets carry a label. targets: [N] or [N, C]."""
-        targets = np.asarray(targets)
-        if targets.ndim == 1:
-            return targets != self.invalid
-        return (targets != self.invalid).all(axis=1)
+        """[N] bool: rows whose targets carry a label (no invalid marker in any column). targets: [N] or [N, C]."""
+        valid = np.asarray(targets) != self.invalid
+        return valid if valid.ndim == 1 else valid.all(axis=1)
 
 
 TASKS: dict[str, Task] = {
@@ -54,6 +76,7 @@ TASKS: dict[str, Task] = {
         columns=("expr",),
         class_names=EXPR_CLASSES,
         invalid=-1,
+        metric="macro_f1",
         challenge_dirs=("EXPR_Classification_Challenge", "EXPR_Recognition_Challenge"),
     ),
     "au": Task(
@@ -62,6 +85,7 @@ TASKS: dict[str, Task] = {
         columns=AU_NAMES,
         class_names=AU_NAMES,
         invalid=-1,
+        metric="mean_binary_f1",
         challenge_dirs=("AU_Detection_Challenge",),
     ),
     "va": Task(
@@ -70,7 +94,27 @@ TASKS: dict[str, Task] = {
         columns=VA_NAMES,
         class_names=VA_NAMES,
         invalid=-5,
+        metric="mean_ccc",
         challenge_dirs=("VA_Estimation_Challenge",),
+    ),
+    # C-EXPR-DB: 7 compound classes per frame (seed 002); the reader comes with issue 9.
+    "ce": Task(
+        name="ce",
+        kind="multiclass",
+        columns=("ce",),
+        class_names=COMPOUND_CLASSES,
+        invalid=-1,
+        metric="macro_f1",
+    ),
+    # Hume-Vidmimic2: 6 mimicry intensities in [0, 1] per video, scored by mean Pearson r.
+    "emi": Task(
+        name="emi",
+        kind="regression",
+        columns=tuple(f"emi_{i}" for i in range(len(MIMICRY_NAMES))),
+        class_names=MIMICRY_NAMES,
+        invalid=-5,
+        metric="mean_pearson",
+        level="video",
     ),
 }
 
@@ -79,3 +123,7 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise KeyError(f"unknown task '{name}' (known: {', '.join(TASKS)})")
     return TASKS[name]
+
+
+def get_tasks(names: list[str] | tuple[str, ...]) -> list[Task]:
+    return [get_task(name) for name in names]

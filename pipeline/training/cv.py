@@ -1,93 +1,70 @@
-"""One cross-validation fold of temporal training: fit on the other folds, predict every track."""
+"""One evaluation run of sequence training: fit on the run's train tracks (one model per seed), predict its
+tune and test tracks, and keep everything a later `predict` needs in the model checkpoints."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
+from pipeline import artifacts
+from pipeline.config import TrainConfig
+from pipeline.evaluation.folds import run_tracks
+from pipeline.features.sequences import TrackSequence, load_track, predictions_table
+from pipeline.inference.sequences import predict_sequence
 from pipeline.models.encoders import save_checkpoint
-from pipeline.engine import load_temporal, train_temporal
-from pipeline.features.sequences import label_arrays, load_features, predictions_table, with_track_deviation
-from pipeline.tasks.definitions import Task, get_task
-from pipeline.models.sequence import predict_sequence
+from pipeline.models.sequence import model_from_checkpoint
+from pipeline.tasks.definitions import get_tasks
+from pipeline.training.sequence import train_sequence_model
 
 
-def load_track(
-    track: str,
+def train_run(
+    run: str,
     features_dir: Path,
-    labels_dir: Path,
-    views: list[str],
-    tasks: list[Task],
-    track_deviation: bool,
-):
-    """features [T, D] and targets (task -> [T] or [T, C]) of one track, aligned by decoded frame."""
-    features, has_face = load_features(features_dir / f"{track}.parquet", views)
-    if track_deviation:
-        features = with_track_deviation(features, has_face)
-    targets = label_arrays(pl.read_parquet(labels_dir / f"{track}.parquet"), tasks)
-    if len(features) != len(next(iter(targets.values()))):
-        raise ValueError(
-            f"{track}: {len(features)} feature rows but {len(next(iter(targets.values())))} label rows"
-        )
-    return features, targets
-
-
-def train_fold(
-    fold: int,
-    features_dir: str,
-    frames_dir: str,
-    folds_path: str,
-    out_dir: str,
-    params: dict[str, Any],
+    frames_dir: Path,
+    splits_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
     device: str = "cpu",
-) -> dict[str, Any]:
-    """Train the temporal model of one fold and write its model and predictions.
+) -> pl.DataFrame:
+    """Train the run's sequence models and write their predictions on the tune and test tracks.
 
-    Writes `<out_dir>/fold_<k>/model.pt`, `history.json` and `predictions.parquet` (the fold's held-out
-    tracks), so smoothing and evaluation never retrain.
+    Writes `<out_dir>/seed_<s>/model.pt` and `history.json` per seed, and `<out_dir>/predictions.parquet`
+    (seed, role, track, frame, `<task>_<i>` outputs), so smoothing and evaluation never retrain.
     """
-    folds = pl.read_parquet(folds_path)
-    tasks = [get_task(name) for name in params["tasks"]]
-    features_dir, labels_dir = Path(features_dir), Path(frames_dir) / "labels"
-    data = {
-        t: load_track(t, features_dir, labels_dir, params["views"], tasks, params["track_deviation"])
-        for t in folds["track"]
-    }
-    train_tracks = folds.filter(pl.col("fold") != fold)["track"].to_list()
+    tracks = run_tracks(pl.read_parquet(artifacts.roles_table(splits_dir)), run)
+    tasks = get_tasks(config.tasks)
 
-    checkpoint, history = train_temporal(
-        [data[t] for t in train_tracks],
-        tasks=params["tasks"],
-        model=params["model"],
-        model_kwargs=dict(params["model_kwargs"]),
-        window=params["window"],
-        stride=params["stride"],
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        weight_decay=params["weight_decay"],
-        warmup_epochs=params["warmup_epochs"],
-        feature_noise=params["feature_noise"],
-        class_balance=params["class_balance"],
-        seed=params["seed"] + fold,
-        device=device,
-    )
-    model = load_temporal(checkpoint, device=device)
+    def load(track: str) -> TrackSequence:
+        return load_track(
+            track,
+            artifacts.feature_table(features_dir, track),
+            artifacts.labels_table(frames_dir, track),
+            list(config.views),
+            tasks,
+            config.track_deviation,
+        )
+
+    data = {role: [load(t) for t in names] for role, names in tracks.items()}
     tables = []
-    for track in folds.filter(pl.col("fold") == fold)["track"]:
-        outputs = predict_sequence(model, data[track][0], params["window"], params["stride"], device)
-        tables.append(predictions_table(track, outputs, tasks))
-
-    fold_dir = Path(out_dir) / f"fold_{fold}"
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(checkpoint, fold_dir / "model.pt")
-    (fold_dir / "history.json").write_text(json.dumps(history, indent=1))
-    pl.concat(tables).write_parquet(fold_dir / "predictions.parquet")
-    return {
-        "fold": fold,
-        "train_tracks": len(train_tracks),
-        "final_loss": float(history[-1]["loss"]),
-    }
+    for seed in config.seeds:
+        checkpoint, history = train_sequence_model(data["train"], config, seed=seed, device=device)
+        model_path = artifacts.sequence_model(out_dir, seed)
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(checkpoint, model_path)
+        artifacts.sequence_history(out_dir, seed).write_text(json.dumps(history, indent=1) + "\n")
+        model = model_from_checkpoint(checkpoint, device)
+        for role in ("tune", "test"):
+            for sequence in data[role]:
+                outputs = predict_sequence(model, sequence, config.window, config.stride, device)
+                table = predictions_table(sequence.track, outputs, tasks)
+                tables.append(table.with_columns(pl.lit(seed).alias("seed"), pl.lit(role).alias("role")))
+        print(
+            f"{run} seed {seed}: final training loss {history[-1]['loss']:.4f} on {len(data['train'])} tracks"
+        )
+    predictions = pl.concat(tables).select(
+        "seed", "role", "track", "frame", pl.exclude("seed", "role", "track", "frame")
+    )
+    predictions.write_parquet(artifacts.raw_predictions(out_dir))
+    return predictions
