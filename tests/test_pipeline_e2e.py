@@ -1,5 +1,5 @@
-"""A tiny-config run of every stage, in DAG order, from demo corpus to cv.json (the real code paths:
-real detector, MAE, fine-tuning, Prefect fan-out over videos, shards and folds)."""
+"""A tiny-config run of every stage, in DAG order, from demo corpus to metrics (the real code paths: real
+detector, MAE, per-run fine-tuning, Prefect fan-out over videos, per-run sequence training over seeds)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import polars as pl
 import pytest
 import yaml
 
+from pipeline import artifacts
+from pipeline.evaluation.folds import groups_split_across
+from pipeline.models.encoders import load_checkpoint
 from stages import demo, evaluate, faces, features, finetune, folds, frames, pretrain, smooth, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,13 +22,14 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "demo": {"n_identities": 4, "videos_per_identity": 1, "two_person_videos": 1, "frames_per_video": 48},
     "pretrain": {"epochs": 1, "batch_size": 32},
+    "folds": {"runs": ["fold_0", "fold_1", "fold_2", "official"]},
     "finetune": {"epochs": 1, "batch_size": 16, "frame_stride": 3},
-    "folds": {"n_folds": 3},
     "train": {
         "epochs": 2,
         "window": 16,
         "stride": 8,
         "batch_size": 4,
+        "seeds": [0, 1],
         "model_kwargs": {
             "hidden": 32,
             "tcn_levels": 2,
@@ -48,102 +52,117 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
     params_file.write_text(yaml.safe_dump(params))
     p = ["--params", str(params_file)]
     root, data, models = tmp_path / "demo", tmp_path / "data", tmp_path / "models"
+    frames_dir, faces_dir, splits = data / "frames", data / "faces", data / "splits"
 
     demo.main(["--out", str(root), *p])
-    frames.main(["--root", str(root), "--out", str(data / "frames")])
-    tracks = pl.read_parquet(data / "frames" / "tracks.parquet")
+    frames.main(["--root", str(root), "--out", str(frames_dir), *p])
+    tracks = pl.read_parquet(artifacts.tracks_table(frames_dir))
     assert tracks.height == 6 and set(tracks["split"]) == {"Train_Set", "Validation_Set"}
     for row in tracks.iter_rows(named=True):
-        labels = pl.read_parquet(data / "frames" / "labels" / f"{row['track']}.parquet")
-        assert labels.height == row["n_frames"]
+        assert pl.read_parquet(artifacts.labels_table(frames_dir, row["track"])).height == row["n_frames"]
 
-    faces.main(["--root", str(root), "--frames", str(data / "frames"), "--out", str(data / "faces"), *p])
-    summary = pl.read_parquet(data / "faces" / "summary.parquet")
+    faces.main(["--root", str(root), "--frames", str(frames_dir), "--out", str(faces_dir), *p])
+    summary = pl.read_parquet(artifacts.faces_summary(faces_dir))
     assert summary["faces"].sum() > 0.5 * summary["frames"].sum()
 
     pretrain.main(
-        [
-            "--faces",
-            str(data / "faces"),
-            "--frames",
-            str(data / "frames"),
-            "--out",
-            str(models / "pretrain"),
-            *p,
-        ]
+        ["--faces", str(faces_dir), "--frames", str(frames_dir), "--out", str(models / "pretrain"), *p]
     )
-    assert (models / "pretrain" / "reconstruction.png").stat().st_size > 0
-    finetune.main(
-        [
+    assert (models / "pretrain" / artifacts.RECONSTRUCTION).stat().st_size > 0
+
+    folds.main(["--frames", str(frames_dir), "--out", str(splits), *p])
+    fold_table = pl.read_parquet(artifacts.folds_table(splits))
+    roles = pl.read_parquet(artifacts.roles_table(splits))
+    # Both tracks of the two-person video share a fold; no CV run puts one group in two roles.
+    duo = fold_table.filter(pl.col("track").str.ends_with("_left") | pl.col("track").str.ends_with("_right"))
+    assert duo.height == 2 and duo["fold"].n_unique() == 1
+    assert groups_split_across(fold_table, roles.filter(pl.col("run") != "official")) == []
+
+    for run in TINY["folds"]["runs"]:
+        run_args = [
+            "--run",
+            run,
             "--faces",
-            str(data / "faces"),
+            str(faces_dir),
             "--frames",
-            str(data / "frames"),
-            "--pretrain",
-            str(models / "pretrain"),
-            "--out",
-            str(models / "finetune"),
-            *p,
+            str(frames_dir),
+            "--splits",
+            str(splits),
         ]
-    )
-    features.main(
-        [
-            "--faces",
-            str(data / "faces"),
-            "--frames",
-            str(data / "frames"),
-            "--encoder",
-            str(models / "finetune"),
-            "--out",
-            str(data / "features"),
-            *p,
-        ]
-    )
-    table = pl.read_parquet(data / "features" / f"{tracks['track'][0]}.parquet")
+        finetune.main(
+            [*run_args, "--pretrain", str(models / "pretrain"), "--out", str(models / "finetune" / run), *p]
+        )
+        encoder = load_checkpoint(artifacts.encoder_checkpoint(models / "finetune" / run))
+        assert encoder["config"]["run"] == run and encoder["config"]["epochs"] == 1
+        features.main(
+            [
+                *run_args,
+                "--encoder",
+                str(models / "finetune" / run),
+                "--out",
+                str(data / "features" / run),
+                *p,
+            ]
+        )
+        train.main(
+            [
+                "--run", run, "--features", str(data / "features" / run), "--frames", str(frames_dir),
+                "--splits", str(splits), "--out", str(models / "temporal" / run), *p,
+            ]
+        )  # fmt: skip
+        raw = pl.read_parquet(artifacts.raw_predictions(models / "temporal" / run))
+        run_roles = roles.filter(pl.col("run") == run)
+        scored = set(run_roles.filter(pl.col("role") != "train")["track"])
+        assert set(raw["track"]) == scored and set(raw["seed"]) == {0, 1}
+        for seed in (0, 1):
+            assert artifacts.sequence_model(models / "temporal" / run, seed).is_file()
+
+    table = pl.read_parquet(artifacts.feature_table(data / "features" / "fold_0", tracks["track"][0]))
     assert table.height == tracks["n_frames"][0] * len(params["features"]["views"])
     assert table.filter(pl.col("has_face"))["embedding"].null_count() == 0
 
-    folds.main(["--frames", str(data / "frames"), "--out", str(data / "splits"), *p])
-    train.main(
-        [
-            "--features",
-            str(data / "features"),
-            "--frames",
-            str(data / "frames"),
-            "--splits",
-            str(data / "splits"),
-            "--out",
-            str(models / "temporal"),
-            *p,
-        ]
-    )
-    smooth.main(["--models", str(models / "temporal"), "--out", str(data / "predictions"), *p])
-    raw = pl.read_parquet(models / "temporal" / "fold_0" / "predictions.parquet")
-    smoothed = pl.read_parquet(data / "predictions" / "fold_0.parquet")
-    assert raw.height == smoothed.height and set(raw.columns) == set(smoothed.columns)
-    probabilities = smoothed.select([f"expr_{i}" for i in range(8)]).to_numpy()
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
-
-    evaluate.main(
+    smooth.main(
         [
             "--models",
             str(models / "temporal"),
-            "--smoothed",
-            str(data / "predictions"),
             "--frames",
-            str(data / "frames"),
-            "--metrics",
-            str(tmp_path / "metrics"),
-            "--plots",
-            str(tmp_path / "plots"),
+            str(frames_dir),
+            "--out",
+            str(data / "predictions"),
             *p,
         ]
     )
-    cv = json.loads((tmp_path / "metrics" / "cv.json").read_text())
-    for task, key in (("expr", "f1"), ("au", "f1"), ("va", "ccc")):
-        for name in (key, f"{key}_std", "baseline"):
-            assert isinstance(cv[task][name], float) and math.isfinite(cv[task][name]), (task, name)
-        assert -1.0 <= cv[task][key] <= 1.0
-    assert len(list((tmp_path / "metrics" / "folds").glob("fold_*.json"))) == 3
-    for plot in ("folds.csv", "confusion.csv", "va_timeline.csv", "confusion.png", "va_timeline.png"):
-        assert (tmp_path / "plots" / plot).stat().st_size > 0
+    raw = pl.read_parquet(artifacts.raw_predictions(models / "temporal" / "fold_0"))
+    smoothed = pl.read_parquet(artifacts.smoothed_predictions(data / "predictions", "fold_0"))
+    assert raw.height == smoothed.height and raw.columns == smoothed.columns
+    probabilities = smoothed.select([f"expr_{i}" for i in range(8)]).to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    choice = json.loads(artifacts.smoothing_choice(data / "predictions", "fold_0").read_text())
+    assert (
+        set(choice) == {"0", "1"} and choice["0"]["expr"]["chosen"] in params["smooth"]["candidates"]["expr"]
+    )
+
+    metrics_dir, plots_dir, decisions_dir = tmp_path / "metrics", tmp_path / "plots", models / "decisions"
+    evaluate.main(
+        [
+            "--models", str(models / "temporal"), "--smoothed", str(data / "predictions"), "--frames", str(frames_dir),
+            "--splits", str(splits), "--metrics", str(metrics_dir), "--plots", str(plots_dir),
+            "--decisions", str(decisions_dir), *p,
+        ]
+    )  # fmt: skip
+    for name in ("cv", "official"):
+        summary = json.loads((metrics_dir / f"{name}.json").read_text())
+        assert summary["seeds"] == 2
+        for task, key in (("expr", "f1"), ("au", "f1"), ("va", "ccc")):
+            if task not in summary:
+                continue
+            for field in (key, f"{key}_seed_sd", f"{key}_unsmoothed", "baseline"):
+                value = summary[task][field]
+                assert isinstance(value, float) and math.isfinite(value), (name, task, field)
+            assert set(summary[task]["per_seed"]) == {"0", "1"}
+    assert "expr" in json.loads((metrics_dir / "cv.json").read_text())
+    assert sorted(p.stem for p in (metrics_dir / "runs").glob("*.json")) == sorted(TINY["folds"]["runs"])
+    decisions = json.loads(artifacts.decisions(decisions_dir, "fold_0").read_text())
+    assert len(decisions["0"]["decisions"]["au"]["thresholds"]) == 12
+    for plot in ("runs.csv", "confusion.csv", "va_timeline.csv", "confusion.png", "va_timeline.png"):
+        assert (plots_dir / plot).stat().st_size > 0

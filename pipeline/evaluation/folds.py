@@ -9,7 +9,8 @@ person). Folds are unions of whole groups. A run assigns every track one role:
 - `train`: fits the encoder and the temporal models.
 
 Run `fold_k` tests on fold k, tunes on fold (k + 1) mod K, trains on the rest. Run `official` tests on the
-official Validation_Set, trains on Train_Set minus one subject-grouped K-th of it, which it tunes on.
+official Validation_Set, trains on Train_Set minus one group-wise K-th of it, which it tunes on; Train_Set
+tracks that share a person or a video with a Validation_Set track sit the official run out.
 """
 
 from __future__ import annotations
@@ -116,22 +117,22 @@ def run_roles(folds: pl.DataFrame, run: str, *, n_folds: int, seed: int) -> pl.D
         )
         table = folds.select("track", role.alias("role"))
     elif run == OFFICIAL_RUN:
-        train = folds.filter(pl.col("split") == "Train_Set")
         test = folds.filter(pl.col("split") == "Validation_Set")
+        # A Train_Set track whose person or video also appears in Validation_Set would train the model that
+        # scores its partner: it sits this run out (the official test set stays complete).
+        train = folds.filter(
+            (pl.col("split") == "Train_Set") & ~pl.col("group").is_in(test["group"].implode())
+        )
         if train.height == 0 or test.height == 0:
             raise ValueError("run 'official' needs Train_Set and Validation_Set tracks")
+        if train["group"].n_unique() < 2:
+            raise ValueError(
+                "run 'official' needs at least 2 independent groups in Train_Set (train and tune)"
+            )
         inner = assign_folds(train.drop("fold"), n_folds=min(n_folds, train["group"].n_unique()), seed=seed)
+        tune = pl.when(pl.col("fold") == 0).then(pl.lit("tune")).otherwise(pl.lit("train"))
         table = pl.concat(
-            [
-                inner.select(
-                    "track",
-                    pl.when(pl.col("fold") == 0)
-                    .then(pl.lit("tune"))
-                    .otherwise(pl.lit("train"))
-                    .alias("role"),
-                ),
-                test.select("track", pl.lit("test").alias("role")),
-            ]
+            [inner.select("track", tune.alias("role")), test.select("track", pl.lit("test").alias("role"))]
         )
     else:
         raise ValueError(f"unknown run '{run}' (expected fold_<k> or {OFFICIAL_RUN})")

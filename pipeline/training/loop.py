@@ -147,6 +147,7 @@ def _save_resume(path: Path, model, optimizer, ema, epoch, step, rng, history) -
         "step": step,
         "numpy_rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "history": history,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +195,7 @@ def fit(
     ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
 
     n_batches = steps_per_epoch(n_items, config.batch_size, config.drop_last)
-    n_updates = max(1, n_batches // config.accumulation)
+    n_updates = math.ceil(n_batches / config.accumulation)  # the last, partial group steps too
     total, warmup = config.epochs * n_updates, int(config.warmup_epochs * n_updates)
     history: list[dict[str, float]] = []
     start_epoch, update = 0, 0
@@ -207,6 +208,8 @@ def fit(
         start_epoch, update, history = state["epoch"] + 1, state["step"], state["history"]
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         print(f"{desc}: resumed after epoch {state['epoch']} from {resume_path}")
 
     lr_now = config.lr

@@ -17,7 +17,7 @@ from pipeline.demo.corpus import HEADERS, RAW_FOLDERS, SPLITS, TASK_DIRS
 from pipeline.demo.dynamics import AU, EXPR, make_timeline
 from pipeline.tasks.definitions import AU_NAMES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # A tiny corpus: 3 identities x 1 video + one two-person video, ~50 frames each; every video gets a
 # no-face stretch so the invalid markers are certain to appear.
 TINY = dict(
@@ -341,7 +341,9 @@ def test_params_file_fits_generate_corpus(tmp_path, capsys):
         "n_identities": 2,
         "frames_per_video": 30,
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"demo": tiny}))
+    # The stage reads the whole file through load_config: every section must be there.
+    full = yaml.safe_load((REPO / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**full, "demo": tiny}))
     assert main(["--out", str(tmp_path / "demo"), "--params", str(tmp_path / "params.yaml")]) == 0
     assert "identities" in capsys.readouterr().out
     assert (tmp_path / "demo" / "subjects.csv").is_file()

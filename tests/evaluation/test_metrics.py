@@ -283,3 +283,36 @@ def test_au_all_positive_hand_computed() -> None:
     # AU0 prevalence 1/2 -> F1 2/3; AU1 prevalence 1/4 -> F1 2/5; the -1 row is excluded.
     true = np.array([[1, 1], [1, 0], [0, 0], [0, 0], [-1, 0]])
     assert metrics.au_all_positive_f1(true) == pytest.approx((2 / 3 + 2 / 5) / 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pearson_matches_scipy(seed: int) -> None:
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=200)
+    y = 0.5 * x + rng.normal(size=200)
+    assert metrics.pearson(x, y) == pytest.approx(pearsonr(x, y)[0], abs=1e-10)
+    pred, true = rng.normal(size=(30, 6)), rng.normal(size=(30, 6))
+    result = metrics.mean_pearson(pred, true)
+    expected = [pearsonr(pred[:, j], true[:, j])[0] for j in range(6)]
+    np.testing.assert_allclose(result["per_dim"], expected, atol=1e-10)
+    assert result["r"] == pytest.approx(np.mean(expected))
+
+
+def test_pearson_constant_is_zero_and_bad_input_raises() -> None:
+    assert metrics.pearson(np.ones(5), np.arange(5.0)) == 0.0
+    with pytest.raises(ValueError, match="two values"):
+        metrics.pearson(np.ones(1), np.ones(1))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.pearson(np.array([0.0, np.nan]), np.array([0.0, 1.0]))
+
+
+def test_mean_ccc_clips_and_averages_dimensions() -> None:
+    rng = np.random.default_rng(3)
+    true = rng.uniform(-1, 1, (50, 2))
+    pred = true * 1.5  # some predictions beyond [-1, 1]: clipped as VA scoring does
+    result = metrics.mean_ccc(pred, true)
+    per_dim = [_ccc_reference(np.clip(pred[:, j], -1, 1), true[:, j]) for j in range(2)]
+    np.testing.assert_allclose(result["per_dim"], per_dim, atol=1e-10)
+    assert result["ccc"] == pytest.approx(np.mean(per_dim))
