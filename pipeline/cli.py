@@ -44,7 +44,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
     for task in TASKS.values():
         print(
-            f"{task.name:<5} {task.kind:<11} per {task.level:<5} {task.metric:<15} {', '.join(task.class_names)}"
+            f"{task.name:<5} {task.kind:<11} per {task.level:<5} {task.metric:<15} "
+            f"{', '.join(task.class_names)}"
         )
     return 0
 
@@ -76,7 +77,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="affectflow",
-        description="Facial affective-behaviour analysis from video (ABAW tracks): a DVC pipeline and its library.",
+        description="Facial affective-behaviour analysis from video (ABAW tracks): a DVC pipeline and "
+        "its library.",
         epilog="The pipeline itself runs with `dvc repro`; `affectflow predict` for new videos comes next.",
     )
     from pipeline import __version__

@@ -104,6 +104,7 @@ class FinetuneConfig:
     layer_decay: float
     warmup_epochs: float
     drop_path: float
+    frozen_blocks: int
     clip_grad: float
     accumulation: int
     ema_decay: float
@@ -244,7 +245,8 @@ def build_section(cls: type, name: str, values: Any, source: str = "params.yaml"
     missing = [key for key in expected if key not in values]
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(unknown)} in section '{name}' (expected: {', '.join(expected)})"
+            f"{source}: unknown key(s) {', '.join(unknown)} in section '{name}' "
+            f"(expected: {', '.join(expected)})"
         )
     if missing:
         raise ConfigError(f"{source}: section '{name}' is missing key(s) {', '.join(missing)}")
@@ -336,6 +338,7 @@ def check(config: Config, source: str = "params.yaml") -> None:
         _require(section.batch_size >= 1, f"{source}: {name}.batch_size must be >= 1")
         _require(section.lr > 0, f"{source}: {name}.lr must be > 0")
     _require(config.finetune.accumulation >= 1, f"{source}: finetune.accumulation must be >= 1")
+    _require(config.finetune.frozen_blocks >= 0, f"{source}: finetune.frozen_blocks must be >= 0")
     _require(0 <= config.finetune.ema_decay < 1, f"{source}: finetune.ema_decay must be in [0, 1)")
     _require(0 < config.pretrain.mask_ratio < 1, f"{source}: pretrain.mask_ratio must be in (0, 1)")
     check_runs(config.folds.runs, source)

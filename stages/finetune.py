@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     val_images, val_index = gather_crops(args.faces, tracks["tune"], cfg.view, stride=cfg.frame_stride)
     val_targets = crop_targets(val_index, args.frames, tasks)
     print(
-        f"finetune {args.run}: {len(images)} crops of {len(tracks['train'])} training tracks; tasks {list(cfg.tasks)}"
+        f"finetune {args.run}: {len(images)} crops of {len(tracks['train'])} training tracks; "
+        f"tasks {list(cfg.tasks)}"
     )
     init = load_checkpoint(artifacts.encoder_checkpoint(args.pretrain))
     checkpoint, history = finetune_encoder(

@@ -23,7 +23,8 @@ def run(frames_dir: Path, out_dir: Path, config) -> pl.DataFrame:
     unknown = tracks.filter(~pl.col("subject_known"))
     if unknown.height:
         print(
-            f"WARNING: {unknown.height} of {tracks.height} tracks have no subject in subjects.csv, so they are "
+            f"WARNING: {unknown.height} of {tracks.height} tracks have no subject in subjects.csv, so they "
+            "are "
             "grouped by raw video only: two videos of one person can land in different folds and the scores "
             "will be optimistic. Give <data.root>/subjects.csv with a header 'track,subject' and one row per "
             "track (both tracks of a two-person video are joined automatically).",
@@ -48,7 +49,8 @@ def run(frames_dir: Path, out_dir: Path, config) -> pl.DataFrame:
         left_out = sorted(set(folds["track"]) - used)
         if left_out:
             print(
-                f"{name}: {len(left_out)} Train_Set tracks share a person or video with Validation_Set and sit this "
+                f"{name}: {len(left_out)} Train_Set tracks share a person or video with Validation_Set and "
+                "sit this "
                 f"run out: {', '.join(left_out)}",
                 file=sys.stderr,
             )

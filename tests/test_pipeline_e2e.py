@@ -145,7 +145,8 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
     metrics_dir, plots_dir, decisions_dir = tmp_path / "metrics", tmp_path / "plots", models / "decisions"
     evaluate.main(
         [
-            "--models", str(models / "temporal"), "--smoothed", str(data / "predictions"), "--frames", str(frames_dir),
+            "--models", str(models / "temporal"), "--smoothed", str(data / "predictions"),
+            "--frames", str(frames_dir),
             "--splits", str(splits), "--metrics", str(metrics_dir), "--plots", str(plots_dir),
             "--decisions", str(decisions_dir), *p,
         ]

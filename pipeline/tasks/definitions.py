@@ -64,7 +64,7 @@ class Task:
         return len(self.class_names)
 
     def valid_mask(self, targets: np.ndarray) -> np.ndarray:
-        """[N] bool: rows whose targets carry a label (no invalid marker in any column). targets: [N] or [N, C]."""
+        """[N] bool: rows whose targets ([N] or [N, C]) carry a label (no invalid marker in any column)."""
         valid = np.asarray(targets) != self.invalid
         return valid if valid.ndim == 1 else valid.all(axis=1)
 

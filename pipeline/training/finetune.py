@@ -23,6 +23,7 @@ from pipeline.models.encoders import (
     load_encoder_checkpoint,
 )
 from pipeline.models.heads import TaskHeads
+from pipeline.models.split_vit import freeze_lower, lower_tokens, upper_features
 from pipeline.runtime import autocast
 from pipeline.tasks.definitions import Task, get_tasks
 from pipeline.tasks.kinds import behaviour
@@ -43,6 +44,29 @@ class FinetuneModel(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: [N, 3, H, W] -> {task: [N, num_outputs]} (tanh on regression)."""
         return self.heads(self.encoder(x))
+
+    def forward_tokens(self, tokens: torch.Tensor, frozen_blocks: int) -> dict[str, torch.Tensor]:
+        """Cached lower-block tokens [N, L, D] -> {task: [N, num_outputs]}."""
+        return self.heads(upper_features(self.encoder, tokens, frozen_blocks))
+
+
+@torch.no_grad()
+def cache_lower_tokens(
+    encoder: nn.Module, images: np.ndarray, frozen_blocks: int, device: str, batch_size: int = 128
+) -> torch.Tensor:
+    """Tokens after the frozen blocks for every image and its mirror image: [2, N, L, D] float32 on the
+    device (index 0: as is, 1: flipped), computed once so that every epoch runs the upper blocks only."""
+    was_training = encoder.training
+    encoder.eval()
+    size = input_size(encoder)
+    parts: list[list[torch.Tensor]] = [[], []]
+    for start in range(0, len(images), batch_size):
+        x = to_tensor_batch(images[start : start + batch_size], device, size=size)
+        with autocast(device):
+            parts[0].append(lower_tokens(encoder, x, frozen_blocks).float())
+            parts[1].append(lower_tokens(encoder, x.flip(-1), frozen_blocks).float())
+    encoder.train(was_training)
+    return torch.stack([torch.cat(p) for p in parts])
 
 
 @torch.no_grad()
@@ -88,7 +112,9 @@ def finetune_encoder(
         encoder_overrides: architecture kwargs replacing the init's / registry's (e.g. `img_size`).
         val_images, val_targets: held-out frames scored after every epoch (watching only: nothing is
             chosen on them).
-        augment: flip / zoom / shift / brightness-contrast augmentation.
+        augment: flip / zoom / shift / brightness-contrast augmentation; with `config.frozen_blocks` > 0
+            the frozen blocks' tokens are computed once per image (and its mirror image), so augmentation
+            is the horizontal flip only.
 
     Returns:
         checkpoint (encoder weights + heads), history (per epoch: loss, loss_<task>, lr, val scores).
@@ -119,6 +145,10 @@ def finetune_encoder(
         load_encoder_checkpoint(vit, init)  # resamples pos_embed if an override changed img_size
     model = FinetuneModel(vit, tasks).to(device)
     size = input_size(vit)
+    frozen = config.frozen_blocks
+    if frozen:
+        freeze_lower(vit, frozen)
+        tokens = cache_lower_tokens(vit, images[keep], frozen, device)  # [2, len(keep), L, D]
 
     all_targets = {t.name: torch.as_tensor(np.asarray(targets[t.name])) for t in tasks}
     weights = {}
@@ -131,9 +161,14 @@ def finetune_encoder(
 
     def step(batch: np.ndarray):
         idx = keep[batch]
+        y = {k: v[idx].to(device) for k, v in all_targets.items()}
+        if frozen:
+            flip = torch.rand(len(batch), generator=generator) < 0.5 if augment else torch.zeros(len(batch), dtype=torch.bool)
+            rows = torch.as_tensor(batch)
+            x = torch.where(flip.to(device)[:, None, None], tokens[1, rows], tokens[0, rows])
+            return multitask_loss(tasks, model.forward_tokens(x, frozen), y, weights)
         augmenter = (lambda x: augment_batch(x, generator)) if augment else None
         x = to_tensor_batch(images[idx], device, size=size, augment=augmenter)
-        y = {k: v[idx].to(device) for k, v in all_targets.items()}
         return multitask_loss(tasks, model(x), y, weights)
 
     def validate(current: nn.Module) -> dict[str, float]:
