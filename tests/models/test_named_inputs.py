@@ -87,8 +87,10 @@ def test_a_two_view_model_trains_end_to_end_and_needs_both_views(tiny_train_conf
         # The checkpoint alone reproduces the predictions (standardisation is inside it).
         again = predict_sequence(model_from_checkpoint(checkpoint), test[0], cfg.window, cfg.stride)["expr"]
         assert np.array_equal(again, predict_sequence(model, test[0], cfg.window, cfg.stride)["expr"])
-        return score(expr, probs.argmax(axis=1), true)["f1"]
+        # Only 4 of the 8 EXPR classes occur, so the official macro F1 tops out at 0.5: check accuracy too.
+        predicted = probs.argmax(axis=1)
+        return score(expr, predicted, true)["f1"], float((predicted == true).mean())
 
-    both, one = f1(("face", "eye_mouth")), f1(("face",))
-    assert both > 0.8
-    assert both > one + 0.25
+    (both_f1, both_acc), (one_f1, one_acc) = f1(("face", "eye_mouth")), f1(("face",))
+    assert both_acc > 0.9 and both_f1 > 0.45
+    assert both_acc > one_acc + 0.25 and both_f1 > one_f1 + 0.1

@@ -126,6 +126,7 @@ def _finetune_config(**changes):
         layer_decay=0.75,
         warmup_epochs=0.5,
         drop_path=0.1,
+        frozen_blocks=0,
         clip_grad=1.0,
         accumulation=1,
         ema_decay=0.0,
@@ -178,6 +179,38 @@ def test_finetune_from_scratch_with_ema_and_accumulation():
         finetune_encoder(images, targets, config, init=None)
     with pytest.raises(KeyError, match="no targets"):
         finetune_encoder(images, {}, config, init=None, encoder="vit_tiny_112")
+
+
+def test_split_vit_equals_the_whole_encoder():
+    from pipeline.inference.images import to_tensor_batch
+    from pipeline.models.encoders import create_encoder
+    from pipeline.models.split_vit import lower_tokens, upper_features
+
+    torch.manual_seed(0)
+    encoder = create_encoder("vit_tiny_112", depth=3).eval()
+    x = to_tensor_batch(_faces(4, 9), "cpu", size=(112, 112))
+    with torch.no_grad():
+        whole = encoder(x)
+        for frozen in (0, 1, 3):
+            split = upper_features(encoder, lower_tokens(encoder, x, frozen), frozen)
+            assert torch.allclose(split, whole, atol=1e-5)
+
+
+def test_partial_finetuning_trains_the_top_blocks_only(pretrained):
+    images, targets = _expr_by_colour(64, 5)
+    init = pretrained[0]
+    depth = int(init["encoder_kwargs"]["depth"])
+    config = _finetune_config(epochs=2, frozen_blocks=depth - 1, tasks=("expr",))
+    checkpoint, history = finetune_encoder(images, targets, config, init=init)
+    assert history[-1]["loss"] < history[0]["loss"]
+    before, after = init["model"], checkpoint["model"]
+    for name in ("patch_embed.proj.weight", "pos_embed", "cls_token", "blocks.0.attn.qkv.weight"):
+        assert torch.equal(before[name], after[name]), f"{name} is frozen but changed"
+    top = f"blocks.{depth - 1}.mlp.fc1.weight"
+    assert not torch.equal(before[top], after[top]), "the top block did not train"
+    with pytest.raises(ValueError, match="frozen_blocks must be in"):
+        too_many = _finetune_config(frozen_blocks=depth + 1, tasks=("expr",))
+        finetune_encoder(images, targets, too_many, init=init)
 
 
 def test_predict_images_gives_probabilities(pretrained):
