@@ -132,7 +132,7 @@ class TrainConfig:
     warmup_epochs: float
     clip_grad: float
     feature_noise: float
-    track_deviation: bool
+    track_features: str  # raw | deviation | both: each stream as is, minus its track mean, or both
     class_balance: bool
     seeds: tuple[int, ...]
 
@@ -331,6 +331,10 @@ def check(config: Config, source: str = "params.yaml") -> None:
         f"{source}: need 1 <= train.stride <= train.window, got window={train.window}, stride={train.stride}",
     )
     _require(bool(train.seeds), f"{source}: train.seeds is empty")
+    _require(
+        train.track_features in ("raw", "deviation", "both"),
+        f"{source}: train.track_features must be raw, deviation or both, got '{train.track_features}'",
+    )
     _require(len(set(train.seeds)) == len(train.seeds), f"{source}: train.seeds repeats a seed")
     for section in (config.pretrain, config.finetune, train):
         name = type(section).__name__.removesuffix("Config").lower()

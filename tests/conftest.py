@@ -57,7 +57,7 @@ def tiny_train_config():
         lr=3.0e-3,
         warmup_epochs=1.0,
         feature_noise=0.0,
-        track_deviation=False,
+        track_features="raw",
         seeds=(0,),
     )
 

@@ -87,20 +87,27 @@ def load_streams(path: Path, views: list[str]) -> tuple[dict[str, np.ndarray], d
     return streams, masks
 
 
-def with_track_deviation(features: np.ndarray, has_face: np.ndarray) -> np.ndarray:
-    """Append each frame's deviation from its track's mean face feature.
+TRACK_FEATURES = ("raw", "deviation", "both")
+
+
+def track_features(features: np.ndarray, has_face: np.ndarray, mode: str) -> np.ndarray:
+    """The per-frame features a sequence model sees: raw, deviation from the track mean, or both.
 
     The track mean is mostly who the person is (and the scene); the deviation is mostly what the face
     is doing, so subject-independent models lean on it. Uses no labels, so it is the same at test time.
 
     Args:
-        features: [T, D]; has_face: [T] bool.
+        features: [T, D]; has_face: [T] bool (the mean is taken over frames with a face).
+        mode: "raw" (as is), "deviation" (minus the track mean) or "both" (concatenated).
 
     Returns:
-        [T, 2 * D] float32: the features, then their deviation from the mean over frames with a face.
+        [T, D] float32, or [T, 2 * D] for "both" (the features, then their deviation).
     """
+    if mode not in TRACK_FEATURES:
+        raise ValueError(f"track features must be one of {TRACK_FEATURES}, got '{mode}'")
     mean = features[has_face].mean(axis=0) if has_face.any() else np.zeros(features.shape[1], np.float32)
-    return np.concatenate([features, features - mean], axis=1).astype(np.float32)
+    parts = {"raw": [features], "deviation": [features - mean], "both": [features, features - mean]}[mode]
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def label_arrays(labels: pl.DataFrame, tasks: list[Task]) -> dict[str, np.ndarray]:
@@ -134,12 +141,13 @@ def load_track(
     labels_path: Path,
     views: list[str],
     tasks: list[Task],
-    track_deviation: bool,
+    track_feature_mode: str,
 ) -> TrackSequence:
     """One track's named streams and targets, aligned by decoded frame."""
     streams, masks = load_streams(features_path, views)
-    if track_deviation:
-        streams = {name: with_track_deviation(values, masks[name]) for name, values in streams.items()}
+    streams = {
+        name: track_features(values, masks[name], track_feature_mode) for name, values in streams.items()
+    }
     targets = label_arrays(pl.read_parquet(labels_path), tasks)
     sequence = TrackSequence(track, streams, masks, {}, targets)
     for name, values in targets.items():

@@ -43,7 +43,7 @@ def train_run(
             artifacts.labels_table(frames_dir, track),
             list(config.views),
             tasks,
-            config.track_deviation,
+            config.track_features,
         )
 
     data = {role: [load(t) for t in names] for role, names in tracks.items()}

@@ -21,7 +21,7 @@ from pipeline.features.sequences import (
     outputs_of,
     predictions_table,
     targets_of,
-    with_track_deviation,
+    track_features,
 )
 from pipeline.tasks.definitions import TASKS, get_tasks
 
@@ -34,11 +34,16 @@ def test_fill_missing_takes_the_nearest_frame_with_a_face():
     assert not fill_missing(features, np.zeros(6, bool)).any()
 
 
-def test_track_deviation_appends_the_offset_from_the_track_mean():
+def test_track_features_offer_raw_deviation_or_both():
     features = np.array([[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], dtype=np.float32)
-    out = with_track_deviation(features, np.array([True, True, False]))
-    assert out.shape == (3, 4) and out.dtype == np.float32
-    np.testing.assert_allclose(out[:2, 2:], [[-1.0, -1.0], [1.0, 1.0]])  # mean over frames with a face
+    has_face = np.array([True, True, False])
+    both = track_features(features, has_face, "both")
+    assert both.shape == (3, 4) and both.dtype == np.float32
+    np.testing.assert_allclose(both[:2, 2:], [[-1.0, -1.0], [1.0, 1.0]])  # mean over frames with a face
+    np.testing.assert_allclose(track_features(features, has_face, "deviation"), both[:, 2:])
+    np.testing.assert_allclose(track_features(features, has_face, "raw"), features)
+    with pytest.raises(ValueError, match="track features must be one of"):
+        track_features(features, has_face, "mean")
 
 
 def test_predictions_table_round_trip():
@@ -105,14 +110,14 @@ def test_load_streams_and_track_align_views_and_labels(tmp_path):
 
     _labels(6).write_parquet(tmp_path / "labels.parquet")
     tasks = get_tasks(["expr", "au", "va"])
-    sequence = load_track("t", tmp_path / "t.parquet", tmp_path / "labels.parquet", ["face"], tasks, True)
+    sequence = load_track("t", tmp_path / "t.parquet", tmp_path / "labels.parquet", ["face"], tasks, "both")
     assert sequence.n_frames == 6 and set(sequence.streams) == {"face"}
     assert sequence.streams["face"].shape == (6, 6)  # features + deviation from the track mean
     assert sequence.targets["expr"][0] == -1 and sequence.targets["au"].shape == (6, 12)
 
     _labels(5).write_parquet(tmp_path / "short.parquet")
     with pytest.raises(ValueError, match="6 feature rows"):
-        load_track("t", tmp_path / "t.parquet", tmp_path / "short.parquet", ["face"], tasks, False)
+        load_track("t", tmp_path / "t.parquet", tmp_path / "short.parquet", ["face"], tasks, "raw")
 
 
 def test_crop_targets_follow_the_crop_index(tmp_path):

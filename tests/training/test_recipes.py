@@ -274,7 +274,7 @@ def _train_config(model="tcn_transformer", epochs=20, **changes):
         warmup_epochs=1.0,
         clip_grad=1.0,
         feature_noise=0.05,
-        track_deviation=False,
+        track_features="raw",
         class_balance=False,
     )
     return dataclasses.replace(CONFIG.train, **(defaults | changes))
