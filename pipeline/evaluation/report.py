@@ -7,15 +7,19 @@ task, AU thresholds) is made on the run's tune rows, inside its training folds.
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from pipeline.config import SmoothConfig
-from pipeline.evaluation.scoring import mean_and_sd, score_run, task_rows
+from pipeline import artifacts
+from pipeline.config import Config, SmoothConfig
+from pipeline.evaluation.scoring import attach_labels, mean_and_sd, score_run, task_rows
 from pipeline.evaluation.smoothing import smooth_table
-from pipeline.tasks.definitions import Task
+from pipeline.tasks.definitions import Task, get_tasks
 from pipeline.tasks.kinds import behaviour
 from pipeline.tasks.scores import headline, score
 
@@ -104,3 +108,28 @@ def summarise_cv(fold_scores: dict[int, dict[str, dict[str, dict[str, float]]]],
         entry["per_seed"] = {str(s): round(v["score"], 4) for s, v in per_seed.items()}
         summary[task.name] = entry
     return summary
+
+
+def smooth_runs(models_dir: Path, frames_dir: Path, out_dir: Path, config: Config) -> None:
+    """The smooth stage: for every run and seed, `choose_smoothing` on the run's raw predictions; writes
+    `artifacts.smoothed_predictions` and `artifacts.smoothing_choice` per run."""
+    tasks = get_tasks(config.train.tasks)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    for run in config.folds.runs:
+        raw = pl.read_parquet(artifacts.raw_predictions(models_dir / run))
+        columns = raw.columns
+        labelled = attach_labels(raw, frames_dir)
+        tables, choices = [], {}
+        for seed in sorted(raw["seed"].unique().to_list()):
+            smoothed, choice = choose_smoothing(labelled.filter(pl.col("seed") == seed), tasks, config.smooth)
+            tables.append(smoothed.select(columns))
+            choices[str(seed)] = choice
+        pl.concat(tables).sort("seed", "role", "track", "frame").write_parquet(
+            artifacts.smoothed_predictions(out_dir, run)
+        )
+        artifacts.smoothing_choice(out_dir, run).write_text(json.dumps(choices, indent=1) + "\n")
+        chosen = {
+            task: [c[task]["chosen"] for c in choices.values()] for task in choices[next(iter(choices))]
+        }
+        print(f"smooth {run}: {chosen}")

@@ -1,0 +1,137 @@
+"""Evaluate every run: decisions tuned on its tune tracks, official scores on its test tracks (smoothed and
+unsmoothed), summaries over folds and seeds, the decision knobs a later `predict` applies, and plots.
+
+Writes metrics/cv.json, metrics/official.json, metrics/runs/<run>.json, <decisions>/<run>.json and the
+plots of `pipeline.evaluation.plots`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline import artifacts
+from pipeline.config import OFFICIAL_RUN, Config
+from pipeline.evaluation.folds import run_tracks
+from pipeline.evaluation.plots import write_confusion, write_run_scores, write_va_timeline
+from pipeline.evaluation.report import score_seed, summarise_cv
+from pipeline.evaluation.scoring import attach_labels, task_rows
+from pipeline.features.sequences import label_arrays, targets_of
+from pipeline.tasks.definitions import get_task, get_tasks
+from pipeline.tasks.scores import headline
+
+
+def train_targets(frames_dir: Path, tracks: list[str], tasks) -> dict[str, np.ndarray]:
+    """task -> valid targets of a run's training tracks (for the majority-class baseline)."""
+    parts = [label_arrays(pl.read_parquet(artifacts.labels_table(frames_dir, t)), tasks) for t in tracks]
+    out = {}
+    for task in tasks:
+        values = np.concatenate([p[task.name] for p in parts])
+        out[task.name] = values[task.valid_mask(values)]
+    return out
+
+
+def evaluate_runs(
+    models_dir: Path,
+    smoothed_dir: Path,
+    frames_dir: Path,
+    splits_dir: Path,
+    metrics_dir: Path,
+    plots_dir: Path,
+    decisions_dir: Path,
+    config: Config,
+) -> dict[str, dict]:
+    """Score every run in `config.folds.runs` and write the evaluate stage's outputs; returns the
+    summaries {"cv": ..., "official": ...}."""
+    tasks = get_tasks(config.evaluate.tasks)
+    roles = pl.read_parquet(artifacts.roles_table(splits_dir))
+    shutil.rmtree(metrics_dir / "runs", ignore_errors=True)
+    (metrics_dir / "runs").mkdir(parents=True)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    decisions_dir.mkdir(parents=True, exist_ok=True)
+
+    scores_by_seed: dict[int, dict[str, dict]] = {}
+    rows, pooled = [], []
+    for run in config.folds.runs:
+        raw = attach_labels(pl.read_parquet(artifacts.raw_predictions(models_dir / run)), frames_dir)
+        smoothed = attach_labels(
+            pl.read_parquet(artifacts.smoothed_predictions(smoothed_dir, run)), frames_dir
+        )
+        targets = train_targets(frames_dir, run_tracks(roles, run)["train"], tasks)
+        smoothing = json.loads(artifacts.smoothing_choice(smoothed_dir, run).read_text())
+        report, decisions = {}, {}
+        for seed in sorted(raw["seed"].unique().to_list()):
+            pick = pl.col("seed") == seed
+            scores, knobs, decided = score_seed(smoothed.filter(pick), raw.filter(pick), targets, tasks)
+            scores_by_seed.setdefault(seed, {})[run] = scores
+            report[str(seed)] = {"scores": scores, "smoothing": smoothing[str(seed)], "decisions": knobs}
+            decisions[str(seed)] = {"smoothing": smoothing[str(seed)], "decisions": knobs["smoothed"]}
+            rows.append(
+                {"run": run, "seed": seed}
+                | {
+                    f"{t}_{headline(get_task(t))}": round(s[headline(get_task(t))], 4)
+                    for t, s in scores.items()
+                }
+            )
+            if run != OFFICIAL_RUN and seed == config.train.seeds[0]:
+                pooled.append(
+                    decided.join(smoothed.filter(pick & (pl.col("role") == "test")), on=["track", "frame"])
+                )
+        artifacts.run_metrics(metrics_dir, run).write_text(json.dumps(report, indent=1) + "\n")
+        artifacts.decisions(decisions_dir, run).write_text(json.dumps(decisions, indent=1) + "\n")
+
+    cv_runs = {s: {r: v for r, v in runs.items() if r != OFFICIAL_RUN} for s, runs in scores_by_seed.items()}
+    official = {s: {r: v for r, v in runs.items() if r == OFFICIAL_RUN} for s, runs in scores_by_seed.items()}
+    summaries = {"cv": summarise_cv(cv_runs, tasks), "official": summarise_cv(official, tasks)}
+    for name, summary in summaries.items():
+        summary["seeds"] = len(scores_by_seed)
+        summary["smoothed"] = (
+            "headline scores are smoothed; <metric>_unsmoothed is the same without smoothing"
+        )
+        (metrics_dir / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_run_scores(rows, plots_dir / "runs.csv")
+
+    if pooled:
+        pooled_table = pl.concat(pooled, how="diagonal")
+        if "expr" in config.evaluate.tasks:
+            expr = get_task("expr")
+            true = targets_of(pooled_table, expr)
+            valid = expr.valid_mask(true)
+            predicted = np.asarray(pooled_table["expr_pred"].to_list())
+            write_confusion(
+                true[valid], predicted[valid], plots_dir / "confusion.csv", plots_dir / "confusion.png"
+            )
+        if "va" in config.evaluate.tasks:
+            va = get_task("va")
+            labelled = pooled_table.filter(pl.col("valence") != va.invalid)
+            track = (
+                labelled.group_by("track").len().sort("len", "track", descending=[True, False])["track"][0]
+            )
+            rows_va = labelled.filter(pl.col("track") == track).sort("frame")
+            outputs, true = task_rows(rows_va, va)
+            write_va_timeline(
+                track,
+                rows_va["frame"].to_numpy(),
+                true,
+                np.clip(outputs, -1, 1),
+                plots_dir / "va_timeline.csv",
+                plots_dir / "va_timeline.png",
+            )
+    print(
+        json.dumps(
+            {
+                name: {
+                    t: {k: v for k, v in s.items() if k != "per_seed"}
+                    for t, s in summary.items()
+                    if isinstance(s, dict)
+                }
+                for name, summary in summaries.items()
+            },
+            indent=1,
+        )
+    )
+    return summaries
