@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pipeline.tasks.definitions import TASKS
 
 PARAMS_FILE = Path("params.yaml")
 RUN_PATTERN = re.compile(r"^fold_(\d+)$")
@@ -230,8 +231,6 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return {str(k): _convert(v, item, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(origin, type) and issubclass(origin, types.UnionType):  # pragma: no cover
-        return value
     raise ConfigError(f"{where}: unsupported type {hint}")
 
 
@@ -287,8 +286,6 @@ def _require(condition: bool, message: str) -> None:
 
 def check(config: Config, source: str = "params.yaml") -> None:
     """Checks within and across sections; each failure names the keys involved."""
-    from pipeline.tasks.definitions import TASKS  # light module: task tables only
-
     produced = set(config.faces.views)
     _require(
         config.faces.crop_size > 0, f"{source}: faces.crop_size must be > 0, got {config.faces.crop_size}"

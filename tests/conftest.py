@@ -25,6 +25,18 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run on one thread: tiny models gain nothing from two, and on a shared, busy 2-core machine two
+    OpenMP threads per process slow them down ten-fold. Use with `pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def fixture_videos() -> Path:
     if not FIXTURE_VIDEOS.is_dir():

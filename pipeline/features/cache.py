@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 
 from pipeline import artifacts
 from pipeline.faces.crops import track_crops
-from pipeline.inference.images import extract_features
-from pipeline.models.encoders import load_checkpoint
+from pipeline.inference.images import encode_images
+from pipeline.models.encoders import encoder_from_checkpoint, feature_dim, load_checkpoint
 
 
 def feature_table(n_frames: int, view: str, frames: np.ndarray, embeddings: np.ndarray) -> pa.Table:
@@ -52,16 +52,16 @@ def extract_tracks(
 
     Paths are strings so the call is cheap to ship to a Prefect worker process.
     """
-    state = load_checkpoint(checkpoint)
+    encoder = encoder_from_checkpoint(load_checkpoint(checkpoint))  # built once for every track
     rows = 0
     for track, count in zip(tracks, n_frames, strict=True):
         tables = []
         for view in views:
             frames, crops = track_crops(Path(faces_dir), track, view)
             embeddings = (
-                extract_features(np.asarray(crops), state, batch_size=batch_size, device=device)
+                encode_images(encoder, np.asarray(crops), batch_size=batch_size, device=device)
                 if len(frames)
-                else np.zeros((0, state["feature_dim"]), dtype=np.float32)
+                else np.zeros((0, feature_dim(encoder)), dtype=np.float32)
             )
             tables.append(feature_table(count, view, frames, embeddings))
         table = pa.concat_tables(tables)

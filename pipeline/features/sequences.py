@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline import artifacts
 from pipeline.tasks.definitions import Task
 from pipeline.tasks.kinds import behaviour
 
@@ -125,8 +126,6 @@ def label_arrays(labels: pl.DataFrame, tasks: list[Task]) -> dict[str, np.ndarra
 
 def crop_targets(index: pl.DataFrame, frames_dir: Path, tasks: list[Task]) -> dict[str, np.ndarray]:
     """Targets of face crops listed by (track, frame) rows (as `pipeline.faces.crops.gather_crops` gives)."""
-    from pipeline import artifacts
-
     parts = []
     for track, rows in index.group_by("track", maintain_order=True):
         labels = label_arrays(pl.read_parquet(artifacts.labels_table(frames_dir, track[0])), tasks)

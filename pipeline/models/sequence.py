@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from pipeline.models.heads import TaskHeads
-from pipeline.tasks.definitions import Task
+from pipeline.tasks.definitions import Task, get_task
 
 
 @dataclass(frozen=True)
@@ -316,8 +316,6 @@ def model_checkpoint(model: SequenceModel, name: str, kwargs: dict, config: dict
 
 def model_from_checkpoint(checkpoint: dict, device: str | torch.device = "cpu") -> SequenceModel:
     """Rebuild a sequence model from `model_checkpoint`, in eval mode."""
-    from pipeline.tasks.definitions import get_task
-
     inputs = [InputSpec(**spec) for spec in checkpoint["inputs"]]
     tasks = [get_task(name) for name in checkpoint["tasks"]]
     model = create_sequence_model(checkpoint["sequence_model"], inputs, tasks, **checkpoint["model_kwargs"])

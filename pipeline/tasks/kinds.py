@@ -15,16 +15,14 @@ Shapes: N rows (frames, or videos for per-video tasks), C = number of outputs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pipeline.evaluation import metrics
-
-if TYPE_CHECKING:
-    from pipeline.tasks.definitions import Task
+from pipeline.tasks.definitions import Task
 
 CCC_EPS = 1.0e-8  # keeps 1 - CCC finite on constant batches (a single valid row, constant predictions)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.evaluation import metrics
 from pipeline.tasks.definitions import Task
+from pipeline.tasks.kinds import behaviour
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,6 @@ def monitor_scores(
     Returns:
         {"<task>_<headline>": score}; a task without a labelled row is left out (no NaN).
     """
-    from pipeline.tasks.kinds import behaviour
-
     scores = {}
     for task in tasks:
         true = np.asarray(targets[task.name])

@@ -178,18 +178,7 @@ def finetune_encoder(
         preds = predict_images(current, val_images, config.batch_size, device)
         return {f"val_{k}": v for k, v in monitor_scores(tasks, preds, val_targets).items()}
 
-    fit_config = FitConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_epochs=config.warmup_epochs,
-        seed=config.seed,
-        layer_decay=config.layer_decay,
-        clip_grad=config.clip_grad,
-        accumulation=config.accumulation,
-        ema_decay=config.ema_decay,
-    )
+    fit_config = FitConfig.from_params(config)
     model, history = fit(
         model,
         step,

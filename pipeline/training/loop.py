@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,12 @@ class FitConfig:
     ema_decay: float = 0.0  # 0 = off
     betas: tuple[float, float] = (0.9, 0.999)
     drop_last: bool = True  # drop the last partial batch unless it is the only one
+
+    @classmethod
+    def from_params(cls, params: Any, **overrides: Any) -> FitConfig:
+        """The knobs a recipe's params section (a config dataclass) shares with `FitConfig`, by name."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in asdict(params).items() if k in names} | overrides)
 
 
 def seed_everything(seed: int) -> np.random.Generator:

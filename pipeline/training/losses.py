@@ -20,7 +20,7 @@ def valid_rows(task: Task, targets: torch.Tensor) -> torch.Tensor:
     return valid if valid.ndim == 1 else valid.all(dim=1)
 
 
-def window_targets(task: Task, targets: torch.Tensor) -> torch.Tensor:
+def video_targets(task: Task, targets: torch.Tensor) -> torch.Tensor:
     """Video-level targets [B, T(, C)] -> [B(, C)]: the first labelled frame of each window (all frames of
     a track carry the same video label), or the invalid marker when no frame is labelled."""
     valid = targets != task.invalid
@@ -44,7 +44,7 @@ def task_loss(
         weight: [C] class weights (multiclass) or pos_weight (multilabel).
     """
     if task.level == "video" and targets.ndim > outputs.ndim - (1 if task.kind == "multiclass" else 0):
-        targets = window_targets(task, targets)
+        targets = video_targets(task, targets)
     num_outputs = outputs.shape[-1]
     outputs = outputs.reshape(-1, num_outputs).float()
     targets = targets.reshape(-1) if task.kind == "multiclass" else targets.reshape(-1, num_outputs)

@@ -56,15 +56,7 @@ def pretrain_mae(
         loss, _, _ = model(to_tensor_batch(images[idx], device, size=size))
         return loss, {}
 
-    fit_config = FitConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_epochs=config.warmup_epochs,
-        seed=config.seed,
-        betas=(0.9, 0.95),  # MAE reference
-    )
+    fit_config = FitConfig.from_params(config, betas=(0.9, 0.95))  # betas of the MAE reference
     model, history = fit(model, step, len(images), fit_config, device=device, desc="mae")
     checkpoint = {
         "model": state_on_cpu(model.encoder),

@@ -122,15 +122,7 @@ def train_sequence_model(
         targets = {t.name: np.concatenate([s.targets[t.name] for s in val]) for t in tasks}
         return {f"val_{k}": v for k, v in monitor_scores(tasks, probabilities, targets).items()}
 
-    fit_config = FitConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_epochs=config.warmup_epochs,
-        seed=seed,
-        clip_grad=config.clip_grad,
-    )
+    fit_config = FitConfig.from_params(config, seed=seed)
     model, history = fit(
         model, step, len(items), fit_config, device=device, on_epoch_end=validate, desc="sequence"
     )

@@ -19,14 +19,7 @@ ALL_TASKS = list(TASKS.values())
 SMALL = {"hidden": 16, "tcn_levels": 2, "kernel_size": 3, "transformer_layers": 1, "heads": 2, "dropout": 0.1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run on one thread: these tiny models gain nothing from two, and on a shared, busy 2-core machine
-    two OpenMP threads per process slow them down ten-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(name: str, dim: int, tasks=ALL_TASKS):

@@ -13,15 +13,7 @@ import pipeline  # noqa: F401  (torchvision shim before timm)
 from pipeline.models.encoders import create_encoder
 from pipeline.training.loop import EMA, FitConfig, batches, fit, get_lr, param_groups, steps_per_epoch
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run on one thread: these tiny models gain nothing from two, and on a shared, busy 2-core machine
-    two OpenMP threads per process slow them down ten-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_get_lr_warmup_then_cosine():

@@ -25,14 +25,7 @@ CONFIG = load_config(REPO / "params.yaml")
 TINY = {"depth": 2}  # 2-block vit_tiny_112: fast enough for unit tests
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run on one thread: these tiny models gain nothing from two, and on a shared, busy 2-core machine
-    two OpenMP threads per process slow them down ten-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _faces(n: int, seed: int) -> np.ndarray:
