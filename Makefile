@@ -4,10 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-# Local state for Prefect (no server needed, nothing written to ~/.prefect) and no telemetry.
-export PREFECT_HOME := $(CURDIR)/.prefect
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export DO_NOT_TRACK := 1
+# Prefect's settings (state in ./.prefect, not ~/.prefect; no telemetry) are set by pipeline/__init__.py,
+# so they hold however the pipeline is started (plain `dvc repro`, pytest), not only through make.
 
 .PHONY: setup demo test lint bench
 

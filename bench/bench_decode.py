@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script from anywhere
 
 import pipeline.faces.process as faces  # noqa: E402
-from pipeline.datasets.video import iter_frames  # noqa: E402
+from pipeline.datasets.video import TimelineDecoder, iter_frames  # noqa: E402
 from pipeline.faces.process import FaceConfig, process_track  # noqa: E402
 
 
@@ -112,13 +112,18 @@ def main() -> None:
             pass
         decode.report("decode only (iter_frames)")
 
-        # Time process_track from the inside: it looks up `iter_frames` in pipeline.faces.process per call.
+        # Time process_track from the inside: it looks up `TimelineDecoder` in pipeline.faces.process.
         full = BlockTimer(args.block)
-        faces.iter_frames = lambda path: full.wrap(iter_frames(path))
+
+        class TimedDecoder(TimelineDecoder):
+            def __iter__(self):
+                return full.wrap(super().__iter__())
+
+        faces.TimelineDecoder = TimedDecoder
         try:
             result = process_track(video, "long", FaceConfig(), out_dir=Path(tmp) / "faces")
         finally:
-            faces.iter_frames = iter_frames
+            faces.TimelineDecoder = TimelineDecoder
         full.report("process_track (dlib_hog detect + 68 landmarks + align + face/eye_mouth views)")
         print(f"faces found in {result.face_rate:.1%} of {result.num_frames} frames; crops streamed to disk")
 

@@ -22,7 +22,7 @@ def frame_index(frames_dir: Path, video: str) -> Path:
 
 
 def labels_table(frames_dir: Path, track: str) -> Path:
-    """One row per decoded frame of the track: frame + the label columns of every task."""
+    """One row per timeline frame of the track: frame + the label columns of every task."""
     return Path(frames_dir) / "labels" / f"{track}.parquet"
 
 
@@ -68,7 +68,7 @@ def history(model_dir: Path) -> Path:
 
 # features stage (data/features/<run>)
 def feature_table(features_dir: Path, track: str) -> Path:
-    """One row per (decoded frame, view): frame, view, has_face, embedding."""
+    """One row per (timeline frame, view): frame, view, has_face, embedding."""
     return Path(features_dir) / f"{track}.parquet"
 
 

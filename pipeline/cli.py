@@ -4,7 +4,7 @@ affectflow --help          commands
 affectflow stages          the DVC stages and what each writes
 affectflow tasks           the tasks, their kinds, levels and metrics
 affectflow models          registered encoders and sequence models
-affectflow config [FILE]   check params.yaml (unknown / missing keys, cross-section rules)
+affectflow config [FILE]   check params.yaml (unknown / missing keys, ranges, cross-section rules, names)
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 STAGES = (
+    ("check", "params.yaml against the registries, before any work", "data/params_check.json"),
     ("demo", "built-in demo corpus in the Aff-Wild2 layout", "data/demo"),
     ("frames", "decode every raw video once, align label files to decoded frames", "data/frames"),
     ("faces", "detect, landmark and align faces; crops per view (Prefect fans out videos)", "data/faces"),
@@ -61,9 +62,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from pipeline.config import ConfigError, load_config
+    from pipeline.validate import check_registered
 
     try:
         config = load_config(args.file)
+        check_registered(config, str(args.file))
     except (ConfigError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -59,6 +59,12 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class FramesConfig:
+    label_tolerance: int  # label rows may differ from the decoded timeline by this many without an error
+    force_label_alignment: bool  # true: a bigger difference is trimmed / padded at the end and reported
+
+
+@dataclass(frozen=True)
 class FacesConfig:
     detector: str
     detector_kwargs: dict[str, Any]
@@ -185,6 +191,7 @@ class Config:
 
     data: DataConfig
     demo: DemoConfig
+    frames: FramesConfig
     faces: FacesConfig
     pretrain: PretrainConfig
     folds: FoldsConfig
@@ -288,6 +295,10 @@ def check(config: Config, source: str = "params.yaml") -> None:
     """Checks within and across sections; each failure names the keys involved."""
     produced = set(config.faces.views)
     _require(
+        config.frames.label_tolerance >= 0,
+        f"{source}: frames.label_tolerance must be >= 0, got {config.frames.label_tolerance}",
+    )
+    _require(
         config.faces.crop_size > 0, f"{source}: faces.crop_size must be > 0, got {config.faces.crop_size}"
     )
     for key, view in (("pretrain.view", config.pretrain.view), ("finetune.view", config.finetune.view)):
@@ -338,11 +349,61 @@ def check(config: Config, source: str = "params.yaml") -> None:
         _require(section.epochs >= 1, f"{source}: {name}.epochs must be >= 1")
         _require(section.batch_size >= 1, f"{source}: {name}.batch_size must be >= 1")
         _require(section.lr > 0, f"{source}: {name}.lr must be > 0")
+    _check_ranges(config, source)
     _require(config.finetune.accumulation >= 1, f"{source}: finetune.accumulation must be >= 1")
     _require(config.finetune.frozen_blocks >= 0, f"{source}: finetune.frozen_blocks must be >= 0")
     _require(0 <= config.finetune.ema_decay < 1, f"{source}: finetune.ema_decay must be in [0, 1)")
     _require(0 < config.pretrain.mask_ratio < 1, f"{source}: pretrain.mask_ratio must be in (0, 1)")
     check_runs(config.folds.runs, source)
+
+
+# (section, key, lowest, highest), bounds included: value ranges checked at load time.
+RANGES: tuple[tuple[str, str, float, float], ...] = (
+    ("demo", "n_identities", 2, float("inf")),
+    ("demo", "videos_per_identity", 1, float("inf")),
+    ("demo", "two_person_videos", 0, float("inf")),
+    ("demo", "frames_per_video", 1, float("inf")),
+    ("demo", "frame_width", 1, float("inf")),
+    ("demo", "frame_height", 1, float("inf")),
+    ("demo", "face_box", 1, float("inf")),
+    ("demo", "audio_rate", 1, float("inf")),
+    ("demo", "frames_jitter", 0, 1),
+    ("demo", "val_share", 0, 1),
+    ("demo", "task_drop_share", 0, 1),
+    ("demo", "no_face_share", 0, 1),
+    ("demo", "blur_share", 0, 1),
+    ("demo", "avi_share", 0, 1),
+    ("pretrain", "frame_stride", 1, float("inf")),
+    ("pretrain", "decoder_dim", 1, float("inf")),
+    ("pretrain", "decoder_depth", 1, float("inf")),
+    ("pretrain", "weight_decay", 0, float("inf")),
+    ("pretrain", "warmup_epochs", 0, float("inf")),
+    ("finetune", "frame_stride", 1, float("inf")),
+    ("finetune", "weight_decay", 0, float("inf")),
+    ("finetune", "warmup_epochs", 0, float("inf")),
+    ("finetune", "layer_decay", 0, 1),
+    ("finetune", "drop_path", 0, 1),
+    ("finetune", "clip_grad", 0, float("inf")),
+    ("train", "weight_decay", 0, float("inf")),
+    ("train", "warmup_epochs", 0, float("inf")),
+    ("train", "clip_grad", 0, float("inf")),
+    ("train", "feature_noise", 0, float("inf")),
+)
+
+
+def _check_ranges(config: Config, source: str) -> None:
+    for section, key, low, high in RANGES:
+        value = getattr(getattr(config, section), key)
+        _require(
+            low <= value <= high,
+            f"{source}: {section}.{key} must be in [{low:g}, {high:g}], got {value}",
+        )
+    _require(config.finetune.layer_decay > 0, f"{source}: finetune.layer_decay must be > 0")
+    _require(config.finetune.drop_path < 1, f"{source}: finetune.drop_path must be < 1")
+    _require(
+        all(fps > 0 for fps in config.demo.fps_choices) and bool(config.demo.fps_choices),
+        f"{source}: demo.fps_choices must list frame rates > 0, got {list(config.demo.fps_choices)}",
+    )
 
 
 def check_runs(runs: tuple[str, ...], source: str = "params.yaml") -> None:

@@ -13,20 +13,32 @@ Without a configured `PREFECT_API_URL`, `fan_out` starts one temporary local ser
 hands its address to the worker processes (left alone, every spawned worker would start its own:
 10-20 s each here). With `PREFECT_API_URL` set (`prefect server start`, Prefect Cloud), runs are
 recorded there and nothing is started.
+
+Nothing outlives the stage (`pipeline.resume` lifelines, Linux): the temporary server gets SIGKILL from
+the kernel when the stage's main thread ends (`PR_SET_PDEATHSIG`), process workers exit once their
+parent is gone (they poll it) and never commit a unit after that, and while `fan_out` runs the stage
+itself exits, killing its children, when its own parent (`dvc repro`) dies.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib
 import os
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import prefect
 from prefect import flow, task
+from prefect.context import refresh_global_settings_context
 from prefect.settings import get_current_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from pipeline.resume import exit_with_parent, parent_death_preexec, watch_parent
 from pipeline.runtime import num_workers
 
 
@@ -38,7 +50,11 @@ def resolve(path: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def _job_initializer(threads: int) -> None:
+def _job_initializer(threads: int, parent: int) -> None:
+    """Runs first in every process worker; `parent` is the pid of the stage that owns the pool."""
+    # A worker must not outlive the stage: once its parent is gone it exits (killing its children),
+    # instead of writing into the stage's output after DVC has given up on it.
+    watch_parent(parent)
     # Each worker gets an equal share of the cores instead of every process claiming all of them.
     import torch
 
@@ -51,28 +67,83 @@ def make_task_runner(workers: int) -> TaskRunner:
     kind = os.environ.get("AFFECTFLOW_TASK_RUNNER", "process")
     if kind == "process":
         threads = max(1, (os.cpu_count() or 1) // workers)
-        return ProcessPoolTaskRunner(max_workers=workers, initializer=_job_initializer, initargs=(threads,))
+        return ProcessPoolTaskRunner(
+            max_workers=workers, initializer=_job_initializer, initargs=(threads, os.getpid())
+        )
     if kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers)
     return resolve(kind)()
+
+
+@functools.cache
+def _tied_server_type() -> type:
+    """Prefect's temporary server, started so that the kernel kills it when the starting thread ends.
+
+    Prefect's own `SubprocessASGIServer` stops its server from `atexit`, which a SIGKILLed stage never
+    runs: the server would live on. The command below is Prefect 3.8.8's `_run_uvicorn_command`
+    unchanged, plus the `preexec_fn`. Built on first use: the server module costs ~1 s to import, which
+    workers (they import this module) should not pay.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class TiedASGIServer(SubprocessASGIServer):
+        _instances: dict[int | None, SubprocessASGIServer] = {}  # not shared with Prefect's own servers
+
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            server_env = {
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+            }
+            # PDEATHSIG follows the forking *thread*: only the main thread lives as long as the process.
+            tied = threading.current_thread() is threading.main_thread()
+            return subprocess.Popen(
+                args=[
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    str(prefect.__module_path__.parent),
+                    "--factory",
+                    "prefect.server.api.server:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "error",
+                    "--lifespan",
+                    "on",
+                ],
+                env={
+                    **os.environ,
+                    **server_env,
+                    **get_current_settings().to_environment_variables(exclude_unset=True),
+                },
+                preexec_fn=parent_death_preexec() if tied else None,
+            )
+
+    return TiedASGIServer
 
 
 def ensure_prefect_api(startup_timeout: int = 120) -> str:
     """Make sure this process and the workers it spawns talk to one Prefect API; returns its URL.
 
     A temporary server started here lives until the process exits, so Prefect's event clients can
-    flush before it stops (atexit runs Prefect's shutdown hooks, registered later, first).
+    flush before it stops (atexit runs Prefect's shutdown hooks, registered later, first). Started from
+    the main thread, it dies with the process even when that is SIGKILLed.
     """
     url = get_current_settings().api.url
     if url:
         os.environ["PREFECT_API_URL"] = url  # settings made in-process (a test harness) don't reach workers
         return url
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
+    server = _tied_server_type()()
     server.start(timeout=startup_timeout)
     atexit.register(server.stop)
-    os.environ["PREFECT_API_URL"] = server.api_url  # inherited by spawned workers and read by this process
+    os.environ["PREFECT_API_URL"] = server.api_url  # inherited by spawned workers
+    # ... and read by this process: Prefect reads the environment once, at import. Without the refresh,
+    # the first client made here (the flow's) starts a second temporary server of Prefect's own.
+    refresh_global_settings_context()
     return server.api_url
 
 
@@ -112,4 +183,5 @@ def fan_out(
     labels = list(labels) if labels is not None else [f"job-{i}" for i in range(len(jobs))]
     ensure_prefect_api()
     runner = make_task_runner(workers)
-    return _fan_out_flow.with_options(name=name, task_runner=runner)(function, list(jobs), labels)
+    with exit_with_parent():  # a SIGKILLed `dvc repro` takes this stage and its workers with it
+        return _fan_out_flow.with_options(name=name, task_runner=runner)(function, list(jobs), labels)

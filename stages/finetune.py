@@ -7,6 +7,7 @@ every epoch, for watching only). Outputs (under --out): encoder.pt, history.json
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,10 +18,9 @@ from pipeline import artifacts
 from pipeline.config import load_config
 from pipeline.evaluation.folds import run_tracks
 from pipeline.faces.crops import gather_crops
-from pipeline.features.sequences import crop_targets
+from pipeline.features.sequences import crop_targets, present_tasks
 from pipeline.models.encoders import load_checkpoint, save_checkpoint
 from pipeline.runtime import configure_torch
-from pipeline.tasks.definitions import get_tasks
 from pipeline.training.finetune import finetune_encoder
 
 
@@ -38,8 +38,12 @@ def main(argv: list[str] | None = None) -> None:
     device = configure_torch()
 
     tracks = run_tracks(pl.read_parquet(artifacts.roles_table(args.splits)), args.run)
-    tasks = get_tasks(cfg.tasks)
+    tasks = present_tasks(args.frames, cfg.tasks, "finetune.tasks")
+    cfg = dataclasses.replace(cfg, tasks=tuple(task.name for task in tasks))
     images, index = gather_crops(args.faces, tracks["train"], cfg.view, stride=cfg.frame_stride)
+    faceless = sorted(set(tracks["train"]) - set(index["track"].to_list()))
+    if faceless:
+        print(f"finetune {args.run}: training track(s) without any face, nothing to learn from: {faceless}")
     targets = crop_targets(index, args.frames, tasks)
     val_images, val_index = gather_crops(args.faces, tracks["tune"], cfg.view, stride=cfg.frame_stride)
     val_targets = crop_targets(val_index, args.frames, tasks)

@@ -1,10 +1,14 @@
-"""Stage frames: decode each raw video once, index the decoded frames, align every track's labels to them.
+"""Stage frames: decode each raw video once onto its frame timeline, align every track's labels to it.
+
+Frames are numbered by the stream's time stamps (pipeline.datasets.video): a frame that does not decode
+keeps its index as a missing frame, so labels stay on their frames; each such video is reported in one line.
 
 Outputs (under --out):
     tracks.parquet            one row per track: track, video, video_path (relative to root), split,
-                              subject, n_frames (decoded), tasks (comma-separated tasks with labels)
-    index/<video>.parquet     one row per decoded frame (pipeline.datasets.frames.index_video)
-    labels/<track>.parquet    one row per decoded frame (pipeline.datasets.affwild2.labels_table)
+                              subject, subject_known, n_frames (timeline length), missing_frames (timeline
+                              frames that did not decode), tasks (comma-separated tasks with labels)
+    index/<video>.parquet     one row per timeline frame (pipeline.datasets.frames.index_video)
+    labels/<track>.parquet    one row per timeline frame (pipeline.datasets.affwild2.labels_table)
 """
 
 from __future__ import annotations
@@ -18,13 +22,20 @@ from tqdm import tqdm
 
 import pipeline  # noqa: F401
 from pipeline import artifacts
-from pipeline.config import load_config
-from pipeline.datasets.affwild2 import find_tracks, find_video, labels_table
+from pipeline.config import FramesConfig, load_config
+from pipeline.datasets.affwild2 import Track, find_tracks, find_video, labels_table
 from pipeline.datasets.frames import index_video
+from pipeline.datasets.video import Timeline
 from pipeline.tasks.definitions import TASKS
 
 
-def run(root: Path, out_dir: Path) -> pl.DataFrame:
+def run(root: Path, out_dir: Path, config: FramesConfig) -> pl.DataFrame:
+    """Index every video and align every track's labels; `config` is params.yaml's `frames` section.
+
+    Raises:
+        LabelCountError: a label file is further from its video's timeline than `config.label_tolerance`
+            (unless `config.force_label_alignment`).
+    """
     tracks = find_tracks(root)
     if not tracks:
         raise ValueError(f"{root}: annotation folders exist but hold no track files")
@@ -40,38 +51,54 @@ def run(root: Path, out_dir: Path) -> pl.DataFrame:
     (out_dir / "index").mkdir(parents=True)
     (out_dir / "labels").mkdir()
 
-    n_frames: dict[str, int] = {}
-    video_paths: dict[str, Path] = {}
-    for video in tqdm(sorted({t.video for t in tracks}), desc="frames", unit="video", disable=None):
-        video_paths[video] = find_video(root, video)
-        index = index_video(video_paths[video])
-        if index.height == 0:
-            raise ValueError(f"{video_paths[video]}: no frame decodes")
-        index.write_parquet(artifacts.frame_index(out_dir, video))
-        n_frames[video] = index.height
-
-    rows = []
+    by_video: dict[str, list[Track]] = {}
     for track in tracks:
-        labels, reports = labels_table(track, n_frames[track.video])
-        for report in reports:
-            if report.dropped or report.padded:
-                print(report.message(track.name))
-        labels.write_parquet(artifacts.labels_table(out_dir, track.name))
-        rows.append(
-            {
+        by_video.setdefault(track.video, []).append(track)
+    timelines: dict[str, Timeline] = {}
+    rows: dict[str, dict[str, object]] = {}
+    for video in tqdm(sorted(by_video), desc="frames", unit="video", disable=None):
+        video_path = find_video(root, video)
+        index, timeline = index_video(video_path)
+        if timeline.n_decoded == 0:
+            raise ValueError(f"{video_path}: no frame decodes")
+        note = timeline.describe()
+        if note:
+            tqdm.write(note)
+        index.write_parquet(artifacts.frame_index(out_dir, video))
+        timelines[video] = timeline
+
+        # Labels right after their video: a mismatched label file stops the stage before the next decode.
+        for track in by_video[video]:
+            labels, reports = labels_table(
+                track,
+                timeline.n_frames,
+                video_path,
+                tolerance=config.label_tolerance,
+                force=config.force_label_alignment,
+            )
+            for report in reports:
+                if not report.exact:
+                    tqdm.write(report.message(track.name))
+            labels.write_parquet(artifacts.labels_table(out_dir, track.name))
+            rows[track.name] = {
                 "track": track.name,
                 "video": track.video,
-                "video_path": str(video_paths[track.video].relative_to(root)),
+                "video_path": str(video_path.relative_to(root)),
                 "split": track.split,
                 "subject": track.subject,
                 "subject_known": track.subject_known,
-                "n_frames": n_frames[track.video],
+                "n_frames": timeline.n_frames,
+                "missing_frames": len(timeline.missing),
                 "tasks": ",".join(sorted(track.label_files)),
             }
-        )
-    table = pl.DataFrame(rows)
+    table = pl.DataFrame([rows[track.name] for track in tracks])
     table.write_parquet(artifacts.tracks_table(out_dir))
-    print(f"frames: {table.height} tracks, {len(n_frames)} videos, {sum(n_frames.values())} decoded frames")
+    n_total = sum(t.n_frames for t in timelines.values())
+    n_missing = sum(len(t.missing) for t in timelines.values())
+    print(
+        f"frames: {table.height} tracks, {len(timelines)} videos, {n_total} timeline frames "
+        f"({n_missing} did not decode)"
+    )
     return table
 
 
@@ -81,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    load_config(args.params)  # a bad params.yaml fails here, at the first stage, not minutes later
-    run(args.root, args.out)
+    config = load_config(args.params)  # a bad params.yaml fails here, at the first stage, not minutes later
+    run(args.root, args.out, config.frames)
 
 
 if __name__ == "__main__":

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-import pipeline  # noqa: F401  (installs the torchvision shim first)
+import pipeline  # noqa: F401  (installs the torchvision shim first and sets Prefect's environment)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_VIDEOS = REPO.parent / "shared" / "fixtures" / "videos"
-
-os.environ.setdefault("PREFECT_HOME", str(REPO / ".prefect"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,17 @@ def test_repo_params_load_into_frozen_dataclasses():
         ({"folds__runs": ["fold_0", "fold_2", "fold_3"]}, r"without gaps"),
         ({"folds__runs": ["fold_0", "fold_1", "fold_2", "test"]}, r"expected fold_<k> names"),
         ({"finetune__ema_decay": 1.0}, r"finetune\.ema_decay must be in \[0, 1\)"),
+        ({"folds__runs": ["fold_0", "official"]}, r"needs at least 3 folds"),
+        ({"frames__label_tolerance": -1}, r"frames\.label_tolerance must be >= 0"),
+        ({"frames__force_label_alignment": "no"}, r"frames\.force_label_alignment: expected true/false"),
+        ({"pretrain__frame_stride": 0}, r"pretrain\.frame_stride must be in \[1, inf\]"),
+        ({"finetune__drop_path": 1.0}, r"finetune\.drop_path must be < 1"),
+        ({"finetune__layer_decay": 0.0}, r"finetune\.layer_decay must be > 0"),
+        ({"train__feature_noise": -0.1}, r"train\.feature_noise must be in \[0, inf\]"),
+        ({"demo__val_share": 1.5}, r"demo\.val_share must be in \[0, 1\]"),
+        ({"demo__fps_choices": [25, 0]}, r"demo\.fps_choices must list frame rates > 0"),
+        ({"smooth__candidates": {"va": ["gaussian:-1.0"]}}, r"Gaussian sigma must be > 0"),
+        ({"smooth__candidates": {"va": ["median:3"]}}, r"expected none, window:<frames> or gaussian"),
     ],
 )
 def test_bad_params_are_rejected_with_the_key_named(changes, message):

@@ -4,15 +4,23 @@ The layout is described in docs/FORMATS.md: one label file per person-track unde
 `<root>/<challenge dir>/{Train_Set,Validation_Set}/<track>.txt`, line 1 a header, line k+1 the label of
 frame k (1-based). The demo corpus is written in the same layout, so this one reader serves both.
 
-Labels are aligned to *decoded* frames (0-based), never to the container's frame count: a label file may
-be longer than the decoded video (usually by one row) or shorter, and `align_labels` reports either case.
+Labels are aligned to the video's frame *timeline* (0-based, `pipeline.datasets.video`), never to the
+container's frame count: label row i is timeline frame i, whether or not that frame decoded. A label file
+may be longer than the timeline (Aff-Wild2's files often have one extra last row) or shorter: up to
+`frames.label_tolerance` rows either way is aligned and reported; more is an error (usually the wrong label
+file is paired with the video) unless `frames.force_label_alignment` is set.
+
+Extensions are matched in any case (`.MP4`, `.TXT`); `subjects.csv` is matched exactly.
 """
 
 from __future__ import annotations
 
+import difflib
 import filecmp
+import glob
 import math
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +29,8 @@ import polars as pl
 from pipeline.tasks.definitions import TASKS, Task, get_task
 
 VIDEO_DIRS = ("batch1", "batch2", "batch3", "videos", "new_vids", ".")
-VIDEO_EXTS = (".mp4", ".avi")
+VIDEO_EXTS = (".mp4", ".avi")  # matched in any case
+LABEL_EXT = ".txt"  # matched in any case
 SPLITS = ("Train_Set", "Validation_Set")
 AFFWILD2_TASKS = ("expr", "au", "va")  # the tasks with Aff-Wild2 annotation folders, in table order
 TRACK_SUFFIXES = ("_left", "_right")  # two-person videos: one track per person, one shared video
@@ -56,16 +65,23 @@ class Track:
         return tuple(t for t in AFFWILD2_TASKS if t in self.label_files)
 
 
+class LabelCountError(ValueError):
+    """A label file's row count is further from its video's timeline than `frames.label_tolerance`."""
+
+
 @dataclass(frozen=True)
 class AlignmentReport:
-    """How one label file was matched to the decoded frames of its video.
+    """How one label file was matched to the frame timeline of its video.
 
     Attributes:
         n_labels: label rows in the file (header excluded).
-        n_frames: frames actually decoded from the video.
-        dropped: label rows past the last decoded frame, discarded.
-        padded: decoded frames without a label row, filled with the invalid marker.
+        n_frames: frames on the video's timeline.
+        dropped: label rows past the last timeline frame, discarded.
+        padded: timeline frames without a label row, filled with the invalid marker.
         task: task name of the label file.
+        label_file: the label file, when known.
+        video: the video, when known.
+        forced: the difference was beyond the tolerance and aligned only because alignment was forced.
     """
 
     n_labels: int
@@ -73,22 +89,32 @@ class AlignmentReport:
     dropped: int
     padded: int
     task: str = ""
+    label_file: Path | None = None
+    video: Path | None = None
+    forced: bool = False
 
     @property
     def exact(self) -> bool:
-        """True when the file has exactly one label row per decoded frame."""
+        """True when the file has exactly one label row per timeline frame."""
         return self.dropped == 0 and self.padded == 0
 
     def message(self, track: Track | str) -> str:
         """One human-readable line describing the alignment of `track`'s labels."""
         name = track.name if isinstance(track, Track) else str(track)
         where = f"{name} [{self.task}]" if self.task else name
-        counts = f"{self.n_labels} label rows, {self.n_frames} decoded frames"
+        counts = f"{self.n_labels} label rows, {self.n_frames} timeline frames"
         if self.dropped:
-            return f"{where}: {counts}: dropped the last {self.dropped} label row(s)"
-        if self.padded:
-            return f"{where}: {counts}: padded the last {self.padded} frame(s) as unlabelled"
-        return f"{where}: {counts}: aligned exactly"
+            line = f"{where}: {counts}: dropped the last {self.dropped} label row(s)"
+        elif self.padded:
+            line = f"{where}: {counts}: padded the last {self.padded} frame(s) as unlabelled"
+        else:
+            line = f"{where}: {counts}: aligned exactly"
+        if self.forced:
+            line = (
+                f"WARNING: {line} (beyond frames.label_tolerance, aligned because "
+                f"frames.force_label_alignment is true; label file {self.label_file}, video {self.video})"
+            )
+        return line
 
 
 def video_name(track: str) -> str:
@@ -120,7 +146,9 @@ def _scan_task(root: Path, task: Task) -> dict[str, tuple[str, Path]]:
             split_dir = root / challenge_dir / split
             if not split_dir.is_dir():
                 continue
-            for path in sorted(split_dir.glob("*.txt")):
+            for path in sorted(split_dir.iterdir()):
+                if path.suffix.lower() != LABEL_EXT or not path.is_file():  # `.TXT` is a label file too
+                    continue
                 if path.name.startswith("."):  # editor / macOS metadata files, not labels
                     continue
                 track = path.stem
@@ -141,14 +169,20 @@ def _scan_task(root: Path, task: Task) -> dict[str, tuple[str, Path]]:
     return found
 
 
-def read_subjects(path: Path) -> dict[str, str]:
+def read_subjects(path: Path, known_tracks: Collection[str] | None = None) -> dict[str, str]:
     """Read `subjects.csv`: header `track,subject`, one `<track>,<subject>` row per track.
 
     Blank lines are skipped; whitespace around fields is ignored.
 
+    Args:
+        path: the file.
+        known_tracks: when given, the tracks that have label files: a row naming any other track is an
+            error (a misspelt track would otherwise silently fall back to its video name, and one person
+            could land in two folds).
+
     Raises:
-        ValueError: wrong header, a row without exactly two non-empty fields, or a track listed twice
-            (message gives file:line).
+        ValueError: wrong header, a row without exactly two non-empty fields, a track listed twice, or a
+            track without label files (message gives file:line and, for the last, the closest real name).
     """
     lines = path.read_text(encoding="utf-8-sig").splitlines()
     if not lines or tuple(f.strip() for f in lines[0].split(",")) != SUBJECTS_HEADER:
@@ -164,6 +198,12 @@ def read_subjects(path: Path) -> dict[str, str]:
         track, subject = fields
         if track in subjects:
             raise ValueError(f"{path}:{lineno}: track '{track}' is listed twice")
+        if known_tracks is not None and track not in known_tracks:
+            close = difflib.get_close_matches(track, sorted(known_tracks), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "no track with label files has a close name"
+            raise ValueError(
+                f"{path}:{lineno}: track '{track}' has no label file under {path.parent} ({hint})"
+            )
         subjects[track] = subject
     return subjects
 
@@ -183,7 +223,8 @@ def find_tracks(root: Path) -> list[Track]:
     Raises:
         FileNotFoundError: none of the annotation folders exists under `root`.
         ValueError: a track is in Train_Set for one task and Validation_Set for another, two EXPR
-            folders disagree about one track, or subjects.csv is malformed.
+            folders disagree about one track, or subjects.csv is malformed or names a track without
+            label files.
     """
     root = Path(root)
     looked_for = _annotation_dirs()
@@ -206,7 +247,7 @@ def find_tracks(root: Path) -> list[Track]:
             label_files.setdefault(track, {})[task_name] = path
 
     subjects_path = root / SUBJECTS_FILE
-    subjects = read_subjects(subjects_path) if subjects_path.is_file() else {}
+    subjects = read_subjects(subjects_path, set(label_files)) if subjects_path.is_file() else {}
 
     tracks = []
     for name in sorted(label_files):
@@ -225,8 +266,13 @@ def find_tracks(root: Path) -> list[Track]:
     return tracks
 
 
+def _any_case(ext: str) -> str:
+    """Glob pattern matching `ext` in any letter case: '.mp4' -> '.[mM][pP]4'."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else glob.escape(c) for c in ext)
+
+
 def find_video(root: Path, video: str) -> Path:
-    """Locate the raw video `<video>.mp4|.avi` in one of `VIDEO_DIRS` under `root`.
+    """Locate the raw video `<video>.mp4|.avi` (extension in any case) in one of `VIDEO_DIRS` under `root`.
 
     Raises:
         FileNotFoundError: no candidate exists (message lists every path searched).
@@ -234,10 +280,17 @@ def find_video(root: Path, video: str) -> Path:
     """
     root = Path(root)
     searched = [root / d / f"{video}{ext}" for d in VIDEO_DIRS for ext in VIDEO_EXTS]
-    found = [p for p in searched if p.is_file()]
+    found = []
+    for folder in VIDEO_DIRS:
+        if not (root / folder).is_dir():
+            continue
+        for ext in VIDEO_EXTS:
+            # glob.escape: video names may hold glob characters ('[', '*'); the stem must match exactly.
+            pattern = glob.escape(video) + _any_case(ext)
+            found += [p for p in sorted((root / folder).glob(pattern)) if p.is_file()]
     if not found:
         listing = ", ".join(str(p) for p in searched)
-        raise FileNotFoundError(f"no video for '{video}'; searched: {listing}")
+        raise FileNotFoundError(f"no video for '{video}'; searched (extension in any case): {listing}")
     first = found[0]
     for other in found[1:]:
         # The same bytes in two places (e.g. both the ABAW5 and ABAW6 folders unpacked) are harmless.
@@ -336,11 +389,11 @@ def read_label_file(path: Path, task: Task) -> np.ndarray:
 
 
 def align_labels(values: np.ndarray, n_frames: int, task: Task) -> tuple[np.ndarray, AlignmentReport]:
-    """Match label rows to decoded frames: row i (file line i + 2) labels decoded frame i (0-based).
+    """Match label rows to timeline frames: row i (file line i + 2) labels timeline frame i (0-based).
 
     Args:
         values: [N] or [N, C] labels from `read_label_file`.
-        n_frames: frames actually decoded from the video (not the container's count).
+        n_frames: the video's timeline length (`Timeline.n_frames`, not the container's count).
         task: the labels' task (for the invalid marker).
 
     Returns:
@@ -370,25 +423,69 @@ def _column_dtype(task: Task) -> pl.DataType:
     return pl.Float32 if task.kind == "regression" else pl.Int8
 
 
-def labels_table(track: Track, n_frames: int) -> tuple[pl.DataFrame, list[AlignmentReport]]:
-    """Per-frame labels of one track, aligned to its decoded frames.
+def check_label_count(
+    report: AlignmentReport, label_file: Path, video: Path, *, tolerance: int, force: bool
+) -> AlignmentReport:
+    """Accept a label file whose row count is within `tolerance` of the timeline, else refuse it.
+
+    A header-only file (0 rows) is always a mismatch: it labels nothing.
+
+    Args:
+        report: the alignment of `label_file` to `video`'s timeline (`align_labels`).
+        label_file: the label file.
+        video: the video it was paired with.
+        tolerance: `frames.label_tolerance`, rows the counts may differ by.
+        force: `frames.force_label_alignment`: align a bigger difference anyway (reported as a warning).
+
+    Returns:
+        The report with the files filled in, marked `forced` when the difference was beyond the tolerance.
+
+    Raises:
+        LabelCountError: a bigger difference (or no rows) without `force`; the message names both files,
+            both counts and the ways out.
+    """
+    difference = abs(report.n_labels - report.n_frames)
+    mismatch = difference > tolerance or (report.n_labels == 0 and report.n_frames > 0)
+    report = replace(report, label_file=Path(label_file), video=Path(video), forced=mismatch and force)
+    if mismatch and not force:
+        rows = "no label rows (header only)" if report.n_labels == 0 else f"{report.n_labels} label rows"
+        raise LabelCountError(
+            f"{label_file} has {rows} but {video} has {report.n_frames} frames on its timeline "
+            f"(a difference of {difference}, frames.label_tolerance is {tolerance}). Usually the wrong label "
+            "file is paired with this video: pair the right file, or set frames.force_label_alignment: true "
+            "in params.yaml to align anyway (extra rows dropped at the end, missing frames unlabelled)"
+        )
+    return report
+
+
+def labels_table(
+    track: Track, n_frames: int, video: Path, *, tolerance: int, force: bool
+) -> tuple[pl.DataFrame, list[AlignmentReport]]:
+    """Per-frame labels of one track, aligned to its video's frame timeline.
 
     Args:
         track: the track (from `find_tracks`).
-        n_frames: frames actually decoded from `track.video`.
+        n_frames: timeline length of `track.video` (`Timeline.n_frames`).
+        video: the video file (named in errors and reports).
+        tolerance: `frames.label_tolerance` (see `check_label_count`).
+        force: `frames.force_label_alignment` (see `check_label_count`).
 
     Returns:
         A table with n_frames rows: `frame` (int32, 0-based), `expr` (int8), the 12 AU columns of
         `tasks.AU_NAMES` (int8), `valence`, `arousal` (float32); tasks the track lacks hold their invalid
         markers (-1 / -5). And one `AlignmentReport` per label file the track has.
+
+    Raises:
+        LabelCountError: a label file's row count is too far from n_frames (unless `force`).
     """
     columns: dict[str, pl.Series] = {"frame": pl.Series("frame", np.arange(n_frames), dtype=pl.Int32)}
     reports = []
     for task_name in AFFWILD2_TASKS:
         task = TASKS[task_name]
         if task_name in track.label_files:
-            values, report = align_labels(read_label_file(track.label_files[task_name], task), n_frames, task)
-            reports.append(report)
+            label_file = track.label_files[task_name]
+            values, report = align_labels(read_label_file(label_file, task), n_frames, task)
+            reports.append(check_label_count(report, label_file, video, tolerance=tolerance, force=force))
         else:
             values = np.full((n_frames, len(task.columns)), task.invalid)
         values = values.reshape(n_frames, len(task.columns))
@@ -403,8 +500,10 @@ __all__ = [
     "VIDEO_DIRS",
     "VIDEO_EXTS",
     "AlignmentReport",
+    "LabelCountError",
     "Track",
     "align_labels",
+    "check_label_count",
     "find_tracks",
     "find_video",
     "labels_table",

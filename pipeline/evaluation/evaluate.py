@@ -17,11 +17,11 @@ import polars as pl
 from pipeline import artifacts
 from pipeline.config import OFFICIAL_RUN, Config
 from pipeline.evaluation.folds import run_tracks
-from pipeline.evaluation.plots import write_confusion, write_run_scores, write_va_timeline
+from pipeline.evaluation.plots import write_absent, write_confusion, write_run_scores, write_va_timeline
 from pipeline.evaluation.report import score_seed, summarise_cv
-from pipeline.evaluation.scoring import attach_labels, task_rows
-from pipeline.features.sequences import label_arrays, targets_of
-from pipeline.tasks.definitions import get_task, get_tasks
+from pipeline.evaluation.scoring import attach_labels, read_predictions, task_rows
+from pipeline.features.sequences import label_arrays, present_tasks, targets_of
+from pipeline.tasks.definitions import get_task
 from pipeline.tasks.scores import headline
 
 
@@ -33,6 +33,37 @@ def train_targets(frames_dir: Path, tracks: list[str], tasks) -> dict[str, np.nd
         values = np.concatenate([p[task.name] for p in parts])
         out[task.name] = values[task.valid_mask(values)]
     return out
+
+
+TASK_PLOTS = {
+    "expr": ("confusion", ["actual", "predicted"]),
+    "va": ("va_timeline", ["frame", "valence_label", "valence_pred", "arousal_label", "arousal_pred"]),
+}
+
+
+def write_task_plots(pooled: pl.DataFrame | None, scored: set[str], plots_dir: Path) -> None:
+    """The EXPR confusion and a VA timeline over the CV test folds; a plot that cannot be drawn (task not
+    labelled or not evaluated, no CV run) gets a stand-in that says why, so every declared plot exists."""
+    for name, (stem, columns) in TASK_PLOTS.items():
+        csv, png = plots_dir / f"{stem}.csv", plots_dir / f"{stem}.png"
+        if name not in scored or pooled is None:
+            why = "no labels under data.root or not in evaluate.tasks" if name not in scored else "no CV run"
+            write_absent(f"no {name.upper()} plot: {why}", columns, csv, png)
+        elif name == "expr":
+            expr = get_task("expr")
+            true = targets_of(pooled, expr)
+            valid = expr.valid_mask(true)
+            predicted = np.asarray(pooled["expr_pred"].to_list())
+            write_confusion(true[valid], predicted[valid], csv, png)
+        else:
+            va = get_task("va")
+            labelled = pooled.filter(pl.col("valence") != va.invalid)
+            track = (
+                labelled.group_by("track").len().sort("len", "track", descending=[True, False])["track"][0]
+            )
+            rows_va = labelled.filter(pl.col("track") == track).sort("frame")
+            outputs, true = task_rows(rows_va, va)
+            write_va_timeline(track, rows_va["frame"].to_numpy(), true, np.clip(outputs, -1, 1), csv, png)
 
 
 def evaluate_runs(
@@ -47,7 +78,8 @@ def evaluate_runs(
 ) -> dict[str, dict]:
     """Score every run in `config.folds.runs` and write the evaluate stage's outputs; returns the
     summaries {"cv": ..., "official": ...}."""
-    tasks = get_tasks(config.evaluate.tasks)
+    tasks = present_tasks(frames_dir, config.evaluate.tasks, "evaluate.tasks")
+    absent = sorted(set(config.evaluate.tasks) - {task.name for task in tasks})
     roles = pl.read_parquet(artifacts.roles_table(splits_dir))
     shutil.rmtree(metrics_dir / "runs", ignore_errors=True)
     (metrics_dir / "runs").mkdir(parents=True)
@@ -57,9 +89,9 @@ def evaluate_runs(
     scores_by_seed: dict[int, dict[str, dict]] = {}
     rows, pooled = [], []
     for run in config.folds.runs:
-        raw = attach_labels(pl.read_parquet(artifacts.raw_predictions(models_dir / run)), frames_dir)
+        raw = attach_labels(read_predictions(artifacts.raw_predictions(models_dir / run), tasks), frames_dir)
         smoothed = attach_labels(
-            pl.read_parquet(artifacts.smoothed_predictions(smoothed_dir, run)), frames_dir
+            read_predictions(artifacts.smoothed_predictions(smoothed_dir, run), tasks), frames_dir
         )
         targets = train_targets(frames_dir, run_tracks(roles, run)["train"], tasks)
         smoothing = json.loads(artifacts.smoothing_choice(smoothed_dir, run).read_text())
@@ -89,38 +121,18 @@ def evaluate_runs(
     summaries = {"cv": summarise_cv(cv_runs, tasks), "official": summarise_cv(official, tasks)}
     for name, summary in summaries.items():
         summary["seeds"] = len(scores_by_seed)
+        if absent:
+            summary["absent_tasks"] = {
+                name: "no labels under data.root: not trained or scored" for name in absent
+            }
         summary["smoothed"] = (
             "headline scores are smoothed; <metric>_unsmoothed is the same without smoothing"
         )
         (metrics_dir / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     write_run_scores(rows, plots_dir / "runs.csv")
 
-    if pooled:
-        pooled_table = pl.concat(pooled, how="diagonal")
-        if "expr" in config.evaluate.tasks:
-            expr = get_task("expr")
-            true = targets_of(pooled_table, expr)
-            valid = expr.valid_mask(true)
-            predicted = np.asarray(pooled_table["expr_pred"].to_list())
-            write_confusion(
-                true[valid], predicted[valid], plots_dir / "confusion.csv", plots_dir / "confusion.png"
-            )
-        if "va" in config.evaluate.tasks:
-            va = get_task("va")
-            labelled = pooled_table.filter(pl.col("valence") != va.invalid)
-            track = (
-                labelled.group_by("track").len().sort("len", "track", descending=[True, False])["track"][0]
-            )
-            rows_va = labelled.filter(pl.col("track") == track).sort("frame")
-            outputs, true = task_rows(rows_va, va)
-            write_va_timeline(
-                track,
-                rows_va["frame"].to_numpy(),
-                true,
-                np.clip(outputs, -1, 1),
-                plots_dir / "va_timeline.csv",
-                plots_dir / "va_timeline.png",
-            )
+    pooled_table = pl.concat(pooled, how="diagonal") if pooled else None
+    write_task_plots(pooled_table, {task.name for task in tasks}, plots_dir)
     print(
         json.dumps(
             {

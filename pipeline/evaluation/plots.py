@@ -80,3 +80,14 @@ def write_va_timeline(
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
+
+
+def write_absent(note: str, columns: list[str], out_csv: Path, out_png: Path) -> None:
+    """Stand-in for a plot whose task has no labels: a header-only CSV and a PNG that says why, so
+    `dvc repro` (which expects every declared plot) and `dvc plots show` work with any subset of tasks."""
+    pl.DataFrame({name: [] for name in columns}).write_csv(out_csv)
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)

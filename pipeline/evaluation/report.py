@@ -17,9 +17,10 @@ import polars as pl
 
 from pipeline import artifacts
 from pipeline.config import Config, SmoothConfig
-from pipeline.evaluation.scoring import attach_labels, mean_and_sd, score_run, task_rows
+from pipeline.evaluation.scoring import attach_labels, mean_and_sd, read_predictions, score_run, task_rows
 from pipeline.evaluation.smoothing import smooth_table
-from pipeline.tasks.definitions import Task, get_tasks
+from pipeline.features.sequences import present_tasks
+from pipeline.tasks.definitions import Task
 from pipeline.tasks.kinds import behaviour
 from pipeline.tasks.scores import headline, score
 
@@ -80,7 +81,11 @@ def summarise_cv(fold_scores: dict[int, dict[str, dict[str, dict[str, float]]]],
 
     Returns:
         task -> {<headline>, <headline>_seed_sd, <headline>_fold_sd, <headline>_unsmoothed (+ _seed_sd),
-        baseline, per_seed}.
+        baseline, folds (runs each score covers), per_seed}.
+
+    Raises:
+        ValueError: a task is scored in some runs but has no labelled test frame in others (a mean over
+            the remaining folds would silently be another experiment).
     """
     summary: dict[str, Any] = {}
     for task in tasks:
@@ -88,6 +93,13 @@ def summarise_cv(fold_scores: dict[int, dict[str, dict[str, dict[str, float]]]],
         per_seed = {}
         for seed, runs in fold_scores.items():
             values = [scores[task.name] for scores in runs.values() if task.name in scores]
+            missing = sorted(run for run, scores in runs.items() if task.name not in scores)
+            if values and missing:
+                raise ValueError(
+                    f"task {task.name}: runs {missing} have no labelled {task.name} test frame while "
+                    f"{len(values)} other runs do; every fold must score every task. Change folds.seed, "
+                    f"add labels, or drop {task.name} from evaluate.tasks."
+                )
             if not values:
                 continue
             per_seed[seed] = {
@@ -113,11 +125,11 @@ def summarise_cv(fold_scores: dict[int, dict[str, dict[str, dict[str, float]]]],
 def smooth_runs(models_dir: Path, frames_dir: Path, out_dir: Path, config: Config) -> None:
     """The smooth stage: for every run and seed, `choose_smoothing` on the run's raw predictions; writes
     `artifacts.smoothed_predictions` and `artifacts.smoothing_choice` per run."""
-    tasks = get_tasks(config.train.tasks)
+    tasks = present_tasks(frames_dir, config.train.tasks, "train.tasks")
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     for run in config.folds.runs:
-        raw = pl.read_parquet(artifacts.raw_predictions(models_dir / run))
+        raw = read_predictions(artifacts.raw_predictions(models_dir / run), tasks)
         columns = raw.columns
         labelled = attach_labels(raw, frames_dir)
         tables, choices = [], {}

@@ -10,10 +10,31 @@ import numpy as np
 import polars as pl
 
 from pipeline import artifacts
-from pipeline.features.sequences import outputs_of, targets_of
+from pipeline.features.sequences import output_columns, outputs_of, targets_of
 from pipeline.tasks.definitions import Task
 from pipeline.tasks.kinds import behaviour
 from pipeline.tasks.scores import score
+
+
+def read_predictions(path: Path, tasks: list[Task]) -> pl.DataFrame:
+    """Read a predictions table and check it: the task columns exist and every value is finite.
+
+    Raises:
+        ValueError: naming the file, the column, and the first bad track and frame.
+    """
+    table = pl.read_parquet(path)
+    for task in tasks:
+        for column in output_columns(task):
+            if column not in table.columns:
+                raise ValueError(f"{path}: no column '{column}' for task {task.name} (has {table.columns})")
+            bad = table.filter(~pl.col(column).is_finite() | pl.col(column).is_null())
+            if bad.height:
+                row = bad.row(0, named=True)
+                raise ValueError(
+                    f"{path}: {column} is not finite for track {row['track']} frame {row['frame']} "
+                    f"({bad.height} rows)"
+                )
+    return table
 
 
 def attach_labels(predictions: pl.DataFrame, frames_dir: Path) -> pl.DataFrame:

@@ -40,7 +40,12 @@ def gather_crops(
         frames, track_crops_ = track_crops(faces_dir, track, view)
         keep = np.arange(0, len(frames), stride)
         crops.append(np.asarray(track_crops_[keep]))
-        index.append(pl.DataFrame({"track": [track] * len(keep), "frame": frames[keep].astype(np.int32)}))
+        index.append(  # explicit dtypes: a faceless track's empty columns would otherwise be Null-typed
+            pl.DataFrame(
+                {"track": [track] * len(keep), "frame": frames[keep].astype(np.int32)},
+                schema={"track": pl.String, "frame": pl.Int32},
+            )
+        )
     if not crops or sum(len(c) for c in crops) == 0:
         raise ValueError(f"{faces_dir}: no face crops in view '{view}' for {len(tracks)} tracks")
     return np.concatenate(crops), pl.concat(index)

