@@ -73,3 +73,13 @@ def test_no_param_is_named_like_a_key_dvc_leaves_out_of_its_run_cache():
                 yield from keys(value)
 
     assert not {"size", "nfiles"} & set(keys(load("params.yaml")))
+
+
+def test_paths_from_params_are_quoted_in_commands():
+    """A data root with a space ("/data/my corpus") must reach the stage as one argument."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    commands = [body.get("cmd") or body["do"]["cmd"] for body in dvc["stages"].values()]
+    uses = [cmd for cmd in commands if "${data.root}" in cmd]
+    assert uses, "no stage reads data.root"
+    for cmd in uses:
+        assert cmd.count("${data.root}") == cmd.count('"${data.root}"'), cmd
