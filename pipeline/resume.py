@@ -1,8 +1,10 @@
 """Resumable stage outputs: units of work that are committed atomically and skipped when already done.
 
-A stage splits its output into units (the faces stage: one folder per track, grouped by video). Each unit
-is written into a hidden staging folder next to its final place and renamed into place only when complete,
-together with `unit.json` holding the unit's key: a sha256 of everything that decides the unit's content
+A stage splits its output into units (the faces stage: one folder per track, grouped by video; the frames
+stage: one frame-index file per video; features: one Parquet file per track). A folder unit is written into
+a hidden staging folder next to its final place and renamed into place only when complete, together with
+`unit.json` holding the unit's key; a single Parquet file carries its key in its schema metadata and is
+renamed into place the same way. The key is a sha256 of everything that decides the unit's content
 (input file hashes, params, a fingerprint of the code). A rerun after a crash skips the units whose key
 matches, recomputes the others and prunes everything else, so the output equals a fresh run's, byte for
 byte. Nothing wall-clock goes into a key or a unit file.
@@ -32,6 +34,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 UNIT_FILE = "unit.json"
 STAGING_SUFFIX = ".tmp"
@@ -152,6 +157,32 @@ def prune(out_dir: Path | str, keep: Iterable[str]) -> list[str]:
             path.unlink()
         removed.append(path.name)
     return removed
+
+
+# ---- single-file units: a Parquet file that carries its key -----------------------------------------
+
+PARQUET_KEY = b"affectflow.unit_key"
+
+
+def parquet_key(path: Path | str) -> str | None:
+    """The key a Parquet unit was committed with, or None (absent, unreadable, or written without one)."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    value = metadata.get(PARQUET_KEY)
+    return value.decode() if value is not None else None
+
+
+def commit_parquet(table: pa.Table, path: Path | str, key: str) -> None:
+    """Write `table` with `key` in its schema metadata to a hidden sibling, then rename it to `path`."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}{STAGING_SUFFIX}")
+    metadata = {**(table.schema.metadata or {}), PARQUET_KEY: key.encode()}
+    pq.write_table(table.replace_schema_metadata(metadata), staging)
+    if not parent_alive():
+        os._exit(1)
+    os.replace(staging, path)
 
 
 # ---- lifelines ------------------------------------------------------------------------------------------

@@ -2,21 +2,24 @@
 run uses; Parquet per track, one row per (frame, view), so sequence models change without re-extraction.
 
 Output: <out>/<track>.parquet with columns frame, view, has_face, embedding (null without a face).
+
+Resumable (`pipeline.resume`; the output is `persist` in dvc.yaml): each track's table carries a key over
+the encoder's bytes, the track's face unit, the views and the feature code; a rerun after a crash extracts
+only the tracks whose key differs and deletes everything a fresh run would not write.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import polars as pl
 
 import pipeline  # noqa: F401
-from pipeline import artifacts
+from pipeline import artifacts, resume
 from pipeline.config import load_config
 from pipeline.evaluation.folds import run_tracks
-from pipeline.features.cache import extract_tracks
+from pipeline.features.cache import FEATURE_CODE, extract_tracks, track_key
 from pipeline.runtime import configure_torch
 
 
@@ -38,18 +41,35 @@ def main(argv: list[str] | None = None) -> None:
     n_frames = dict(
         pl.read_parquet(artifacts.tracks_table(args.frames)).select("track", "n_frames").iter_rows()
     )
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    checkpoint = artifacts.encoder_checkpoint(args.encoder)
+    encoder_sha256, code = resume.file_digest(checkpoint), resume.source_fingerprint(*FEATURE_CODE)
+    keys = {
+        t: track_key(
+            encoder_sha256,
+            resume.read_key(artifacts.face_table(args.faces, t).parent),
+            n_frames[t],
+            list(cfg.views),
+            code,
+        )
+        for t in names
+    }
+    removed = resume.prune(args.out, {artifacts.feature_table(args.out, t).name for t in names})
+    if removed:
+        print(f"features {args.run}: removed {len(removed)} stale entries")
+    todo = [t for t in names if resume.parquet_key(artifacts.feature_table(args.out, t)) != keys[t]]
+    print(f"features {args.run}: {len(names) - len(todo)} tracks reused, {len(todo)} extracted")
     rows = extract_tracks(
-        names,
-        [n_frames[t] for t in names],
+        todo,
+        [n_frames[t] for t in todo],
         list(cfg.views),
         str(args.faces),
-        str(artifacts.encoder_checkpoint(args.encoder)),
+        str(checkpoint),
         str(args.out),
+        [keys[t] for t in todo],
         device=device,
     )
-    print(f"features {args.run}: {rows} rows ({len(names)} tracks x {len(cfg.views)} views)")
+    print(f"features {args.run}: {rows} rows written ({len(todo)} tracks x {len(cfg.views)} views)")
 
 
 if __name__ == "__main__":

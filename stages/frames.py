@@ -9,24 +9,49 @@ Outputs (under --out):
                               frames that did not decode), tasks (comma-separated tasks with labels)
     index/<video>.parquet     one row per timeline frame (pipeline.datasets.frames.index_video)
     labels/<track>.parquet    one row per timeline frame (pipeline.datasets.affwild2.labels_table)
+
+Resumable (`pipeline.resume`; the output is `persist` in dvc.yaml): decoding is the long part, so each
+video's frame index is committed atomically with a key over the video's bytes and the decoding code; a
+rerun after a crash decodes only the videos whose key differs. Labels and tracks.parquet are rebuilt each
+time (cheap), and everything a fresh run would not write is deleted.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import polars as pl
 from tqdm import tqdm
 
 import pipeline  # noqa: F401
-from pipeline import artifacts
+from pipeline import artifacts, resume
 from pipeline.config import FramesConfig, load_config
 from pipeline.datasets.affwild2 import Track, find_tracks, find_video, labels_table
 from pipeline.datasets.frames import index_video
-from pipeline.datasets.video import Timeline
 from pipeline.tasks.definitions import TASKS
+
+# The code whose changes invalidate every frame index.
+INDEX_CODE = ("pipeline.datasets.video", "pipeline.datasets.frames")
+
+
+def video_index(video_path: Path, path: Path, code: str) -> tuple[pl.DataFrame, bool]:
+    """The frame index of one video: reused from `path` when its key matches, else decoded and committed.
+
+    Returns:
+        (index, reused).
+    """
+    key = resume.unit_key({"video_sha256": resume.file_digest(video_path), "code": code})
+    if resume.parquet_key(path) == key:
+        return pl.read_parquet(path), True
+    index, timeline = index_video(video_path)
+    if timeline.n_decoded == 0:
+        raise ValueError(f"{video_path}: no frame decodes")
+    note = timeline.describe()
+    if note:
+        tqdm.write(note)
+    resume.commit_parquet(index.to_arrow(), path, key)
+    return index, False
 
 
 def run(root: Path, out_dir: Path, config: FramesConfig) -> pl.DataFrame:
@@ -47,31 +72,31 @@ def run(root: Path, out_dir: Path, config: FramesConfig) -> pl.DataFrame:
             else f"task {task.name}: no labels under {root}, skipped"
         )
 
-    shutil.rmtree(out_dir, ignore_errors=True)
-    (out_dir / "index").mkdir(parents=True)
-    (out_dir / "labels").mkdir()
-
     by_video: dict[str, list[Track]] = {}
     for track in tracks:
         by_video.setdefault(track.video, []).append(track)
-    timelines: dict[str, Timeline] = {}
+    index_dir = artifacts.frame_index(out_dir, "any").parent
+    index_dir.mkdir(parents=True, exist_ok=True)
+    resume.prune(out_dir, {index_dir.name})  # labels and tracks.parquet are rebuilt below
+    resume.prune(index_dir, {artifacts.frame_index(out_dir, video).name for video in by_video})
+    artifacts.labels_table(out_dir, "any").parent.mkdir()
+    code = resume.source_fingerprint(*INDEX_CODE)
+
+    n_frames: dict[str, int] = {}
+    n_missing: dict[str, int] = {}
     rows: dict[str, dict[str, object]] = {}
+    reused = 0
     for video in tqdm(sorted(by_video), desc="frames", unit="video", disable=None):
         video_path = find_video(root, video)
-        index, timeline = index_video(video_path)
-        if timeline.n_decoded == 0:
-            raise ValueError(f"{video_path}: no frame decodes")
-        note = timeline.describe()
-        if note:
-            tqdm.write(note)
-        index.write_parquet(artifacts.frame_index(out_dir, video))
-        timelines[video] = timeline
+        index, was_reused = video_index(video_path, artifacts.frame_index(out_dir, video), code)
+        reused += was_reused
+        n_frames[video], n_missing[video] = index.height, int((~index["decoded"]).sum())
 
         # Labels right after their video: a mismatched label file stops the stage before the next decode.
         for track in by_video[video]:
             labels, reports = labels_table(
                 track,
-                timeline.n_frames,
+                n_frames[video],
                 video_path,
                 tolerance=config.label_tolerance,
                 force=config.force_label_alignment,
@@ -87,17 +112,15 @@ def run(root: Path, out_dir: Path, config: FramesConfig) -> pl.DataFrame:
                 "split": track.split,
                 "subject": track.subject,
                 "subject_known": track.subject_known,
-                "n_frames": timeline.n_frames,
-                "missing_frames": len(timeline.missing),
+                "n_frames": n_frames[video],
+                "missing_frames": n_missing[video],
                 "tasks": ",".join(sorted(track.label_files)),
             }
     table = pl.DataFrame([rows[track.name] for track in tracks])
     table.write_parquet(artifacts.tracks_table(out_dir))
-    n_total = sum(t.n_frames for t in timelines.values())
-    n_missing = sum(len(t.missing) for t in timelines.values())
     print(
-        f"frames: {table.height} tracks, {len(timelines)} videos, {n_total} timeline frames "
-        f"({n_missing} did not decode)"
+        f"frames: {table.height} tracks, {len(n_frames)} videos ({reused} indexes reused), "
+        f"{sum(n_frames.values())} timeline frames ({sum(n_missing.values())} did not decode)"
     )
     return table
 

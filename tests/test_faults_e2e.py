@@ -49,6 +49,11 @@ TINY = {
 }
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative name -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def write_faceless_copy(video: Path) -> int:
     """Replace a video by one with the same frame count, size and rate that never shows a face."""
     info = probe(video)
@@ -68,7 +73,7 @@ def write_faceless_copy(video: Path) -> int:
 
 @pytest.mark.slow
 def test_a_damaged_root_runs_to_the_end_with_every_repair_flagged(
-    tmp_path: Path, prefect_harness, monkeypatch
+    tmp_path: Path, prefect_harness, monkeypatch, capsys
 ):
     monkeypatch.setenv("AFFECTFLOW_WORKERS", "2")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -93,6 +98,11 @@ def test_a_damaged_root_runs_to_the_end_with_every_repair_flagged(
     data, models = tmp_path / "data", tmp_path / "models"
     frames_dir, faces_dir, splits = data / "frames", data / "faces", data / "splits"
     frames.main(["--root", str(root), "--out", str(frames_dir), *p])
+    first = snapshot(frames_dir)
+    capsys.readouterr()
+    frames.main(["--root", str(root), "--out", str(frames_dir), *p])  # a rerun decodes nothing
+    assert f"({len(tracks)} indexes reused)" in capsys.readouterr().out
+    assert snapshot(frames_dir) == first
     table = pl.read_parquet(artifacts.tracks_table(frames_dir))
     assert set(table["track"]) == {t.name for t in tracks}
     assert "expr" in table.filter(pl.col("track") == other.name)["tasks"][0]  # the .TXT file was read
@@ -114,6 +124,18 @@ def test_a_damaged_root_runs_to_the_end_with_every_repair_flagged(
                        "--out", str(data / "features" / run), *p])  # fmt: skip
         train.main([*common, "--features", str(data / "features" / run),
                     "--out", str(models / "temporal" / run), *p])  # fmt: skip
+    # A rerun of features extracts only what is missing and removes what a fresh run would not write.
+    fold_0 = data / "features" / "fold_0"
+    before = snapshot(fold_0)
+    victim = sorted(fold_0.glob("*.parquet"))[0]
+    victim.unlink()
+    (fold_0 / ".stray.parquet.tmp").write_text("left by a killed run")
+    capsys.readouterr()
+    encoder = models / "finetune" / "fold_0"
+    features.main(["--run", "fold_0", "--frames", str(frames_dir), "--splits", str(splits), "--faces",
+                   str(faces_dir), "--encoder", str(encoder), "--out", str(fold_0), *p])  # fmt: skip
+    assert f"{len(before) - 1} tracks reused, 1 extracted" in capsys.readouterr().out
+    assert snapshot(fold_0) == before
     smooth.main(
         ["--models", str(models / "temporal"), "--frames", str(frames_dir), "--out", str(data / "pred"), *p]
     )

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline import artifacts
+from pipeline import artifacts, resume
 from pipeline.faces.crops import track_crops
 from pipeline.inference.images import encode_images
 from pipeline.models.encoders import encoder_from_checkpoint, feature_dim, load_checkpoint
@@ -38,6 +37,23 @@ def feature_table(n_frames: int, view: str, frames: np.ndarray, embeddings: np.n
     )
 
 
+# The code whose changes invalidate every cached feature table (the encoder, its preprocessing, the crops).
+FEATURE_CODE = (
+    "pipeline.faces.crops",
+    "pipeline.features.cache",
+    "pipeline.inference.images",
+    "pipeline.models.encoders",
+)
+
+
+def track_key(encoder_sha256: str, faces_key: str | None, n_frames: int, views: list[str], code: str) -> str:
+    """Resume key of one track's feature table: the encoder's bytes, the track's face unit (its crops),
+    its frame count, the views and the feature code."""
+    return resume.unit_key(
+        {"encoder": encoder_sha256, "faces": faces_key, "n_frames": n_frames, "views": views, "code": code}
+    )
+
+
 def extract_tracks(
     tracks: list[str],
     n_frames: list[int],
@@ -45,16 +61,20 @@ def extract_tracks(
     faces_dir: str,
     checkpoint: str,
     out_dir: str,
+    keys: list[str],
     batch_size: int = 128,
     device: str = "cpu",
 ) -> int:
-    """Write `<out_dir>/<track>.parquet` for each track; returns the number of rows written.
+    """Write `<out_dir>/<track>.parquet` for each track, each committed atomically with its resume key
+    (`track_key`); returns the number of rows written.
 
     Paths are strings so the call is cheap to ship to a Prefect worker process.
     """
+    if not tracks:
+        return 0
     encoder = encoder_from_checkpoint(load_checkpoint(checkpoint))  # built once for every track
     rows = 0
-    for track, count in zip(tracks, n_frames, strict=True):
+    for track, count, key in zip(tracks, n_frames, keys, strict=True):
         tables = []
         for view in views:
             frames, crops = track_crops(Path(faces_dir), track, view)
@@ -65,6 +85,6 @@ def extract_tracks(
             )
             tables.append(feature_table(count, view, frames, embeddings))
         table = pa.concat_tables(tables)
-        pq.write_table(table, artifacts.feature_table(Path(out_dir), track))
+        resume.commit_parquet(table, artifacts.feature_table(Path(out_dir), track), key)
         rows += table.num_rows
     return rows

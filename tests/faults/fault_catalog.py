@@ -292,6 +292,11 @@ FAULTS: tuple[Fault, ...] = (
         "no Prefect server or worker survives it; the rerun reuses the finished videos and redoes the rest",
         checked_by="tests/test_crash_safety.py",
     ),
+    Fault(
+        "frames or features stage rerun after a crash (a unit missing, leftovers in the folder)",
+        "only the missing units are recomputed; leftovers are removed; the output equals a fresh run's",
+        checked_by="tests/test_faults_e2e.py",
+    ),
 )
 
 
