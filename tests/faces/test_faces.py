@@ -29,7 +29,7 @@ from pipeline.faces.process import (
     select_face,
 )
 
-OFFLINE_DETECTORS = [name for name in DETECTORS if name != "retinaface"]
+OFFLINE_DETECTORS = [name for name in DETECTORS if name != "retinaface_serengil"]
 CLIP_FRAMES = 48  # enough frames for a rate, few enough to keep the real-clip tests at a few seconds
 
 
@@ -47,7 +47,7 @@ def predictor() -> LandmarkPredictor:
 
 
 def test_registry_has_the_three_detectors() -> None:
-    assert {"dlib_hog", "opencv_haar", "retinaface"} <= set(DETECTORS)
+    assert {"dlib_hog", "opencv_haar", "retinaface", "retinaface_serengil"} <= set(DETECTORS)
 
 
 @pytest.mark.parametrize("name", OFFLINE_DETECTORS)
@@ -99,12 +99,12 @@ def test_min_size_and_min_score_filter(astronaut: np.ndarray) -> None:
     assert create_detector("dlib_hog", min_score=10.0)(astronaut) == []
 
 
-def test_retinaface_without_weights_raises_clear_error(tmp_path: Path) -> None:
+def test_serengil_retinaface_without_weights_raises_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="weights"):
-        create_detector("retinaface")
+        create_detector("retinaface_serengil")
     missing = tmp_path / "retinaface.h5"
     with pytest.raises(FileNotFoundError, match=str(missing)):
-        create_detector("retinaface", weights=str(missing))
+        create_detector("retinaface_serengil", weights=str(missing))
 
 
 # ---- landmarks and alignment ----
