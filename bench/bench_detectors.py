@@ -1,0 +1,62 @@
+"""Face detectors side by side on the real fixture clips: share of frames with a face, and time per frame.
+
+`single_face.mp4` and `WolfgangLanger_Pexels.mp4` show a face in every frame (recall), `no_face.mp4` in
+none (false positives); `face_noface.mov` and `noface_face.mov` switch half-way. Every `--every`-th frame
+of each clip is decoded once and given to every detector, one frame at a time, in this process.
+
+Usage: python bench/bench_detectors.py [--every 4] [--clips ../shared/fixtures/videos]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script from anywhere
+
+import pipeline  # noqa: E402, F401
+from pipeline.datasets.video import iter_frames  # noqa: E402
+from pipeline.faces.detectors import create_detector  # noqa: E402
+
+CLIPS = ("single_face.mp4", "WolfgangLanger_Pexels.mp4", "no_face.mp4", "face_noface.mov", "noface_face.mov")
+DETECTORS = (
+    ("dlib_hog", {}),
+    ("dlib_hog", {"upsample": 1}),
+    ("opencv_haar", {}),
+    ("retinaface", {}),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--every", type=int, default=4, help="use every n-th frame")
+    default = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "videos"
+    parser.add_argument("--clips", type=Path, default=default)
+    args = parser.parse_args()
+    frames = {
+        clip: [rgb for index, rgb in iter_frames(args.clips / clip) if index % args.every == 0]
+        for clip in CLIPS
+    }
+    header = "| detector | " + " | ".join(f"{c} (frames with a face)" for c in CLIPS) + " | ms/frame |"
+    print(header)
+    print("|---" * (len(CLIPS) + 2) + "|")
+    for name, kwargs in DETECTORS:
+        detector = create_detector(name, **kwargs)
+        detector(frames[CLIPS[0]][0])  # warm-up (first-call allocations)
+        cells, seconds, count = [], 0.0, 0
+        for clip in CLIPS:
+            found = 0
+            for rgb in frames[clip]:
+                start = time.perf_counter()
+                found += bool(detector(rgb))
+                seconds += time.perf_counter() - start
+                count += 1
+            cells.append(f"{found}/{len(frames[clip])}")
+        label = name + (f" {kwargs}" if kwargs else "")
+        print(f"| {label} | " + " | ".join(cells) + f" | {1000 * seconds / count:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
