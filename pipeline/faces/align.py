@@ -111,16 +111,26 @@ def align_face(
     scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
     if scale < ANTIALIAS_BELOW:
         # warpAffine samples bilinearly with no low-pass filter, so shrinking a large face (a 300 px face into
-        # a 112 px crop) aliases. Shrink the frame with an area filter first, then warp what remains.
+        # a 112 px crop) aliases. Shrink the part of the frame the crop covers with an area filter first
+        # (only that part: the whole frame cost ~1 ms at 640x360), then warp what remains.
         height, width = rgb.shape[:2]
-        small_w, small_h = max(1, round(width * scale)), max(1, round(height * scale))
-        source = cv2.resize(rgb, (small_w, small_h), interpolation=cv2.INTER_AREA)
-        sx, sy = small_w / width, small_h / height
-        # cv2.resize maps pixel centres: x_small = (x + 0.5) * sx - 0.5.
-        linear = M[:, :2] @ np.diag([1 / sx, 1 / sy])
-        M_source = np.hstack(
-            [linear, (M[:, :2] @ np.array([0.5 / sx - 0.5, 0.5 / sy - 0.5]) + M[:, 2])[:, None]]
+        corners = transform_points(
+            np.array([[0, 0], [size, 0], [0, size], [size, size]]), cv2.invertAffineTransform(M)
         )
+        x0, y0 = (max(0, int(np.floor(v)) - 2) for v in corners.min(axis=0))
+        x1 = min(width, int(np.ceil(corners[:, 0].max())) + 2)
+        y1 = min(height, int(np.ceil(corners[:, 1].max())) + 2)
+        if x1 <= x0 or y1 <= y0:  # the crop lies wholly outside the frame
+            return np.zeros((size, size, 3), np.uint8), M
+        region = rgb[y0:y1, x0:x1]
+        small_w = max(1, round(region.shape[1] * scale))
+        small_h = max(1, round(region.shape[0] * scale))
+        source = cv2.resize(region, (small_w, small_h), interpolation=cv2.INTER_AREA)
+        sx, sy = small_w / region.shape[1], small_h / region.shape[0]
+        # cv2.resize maps pixel centres: x_small = (x - x0 + 0.5) * sx - 0.5.
+        linear = M[:, :2] @ np.diag([1 / sx, 1 / sy])
+        shift = np.array([0.5 / sx - 0.5 + x0, 0.5 / sy - 0.5 + y0])
+        M_source = np.hstack([linear, (M[:, :2] @ shift + M[:, 2])[:, None]])
     crop = cv2.warpAffine(
         source, M_source, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )

@@ -61,10 +61,17 @@ class LandmarkPredictor:
             [68, 2] float32 (x, y) pixel coordinates in the frame.
         """
         x1, y1, x2, y2 = (int(round(v)) for v in box)
+        # dlib converts the whole image it is given: pass the box with one box side around it (the trees
+        # sample pixels near the box), which gives the same points for a fraction of the cost.
+        side = max(x2 - x1, y2 - y1, 1)
+        left, top = max(0, x1 - side), max(0, y1 - side)
+        region = np.ascontiguousarray(rgb[top : max(top, y2 + side), left : max(left, x2 + side)])
+        if region.size == 0:  # a box wholly outside the frame: let dlib see the frame itself
+            region, left, top = np.ascontiguousarray(rgb), 0, 0
         # dlib rectangles are inclusive on the right/bottom edge.
-        rect = dlib.rectangle(x1, y1, max(x1, x2 - 1), max(y1, y2 - 1))
-        shape = self._predictor(np.ascontiguousarray(rgb), rect)
-        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+        rect = dlib.rectangle(x1 - left, y1 - top, max(x1, x2 - 1) - left, max(y1, y2 - 1) - top)
+        shape = self._predictor(region, rect)
+        return np.array([(p.x + left, p.y + top) for p in shape.parts()], dtype=np.float32)
 
 
 def five_points(landmarks68: np.ndarray) -> np.ndarray:

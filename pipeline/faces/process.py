@@ -1,26 +1,35 @@
-"""Per-track face processing: decode → detect → pick the track's face → 68 landmarks → aligned crop → views.
+"""Per-video face processing: decode → detect (every k frames) → person tracks → 68 landmarks → quality →
+aligned crop → views, and the annotated tracks matched to the people found.
 
-Output of one track (`save_face_result` / `load_face_result`), in `<out_dir>/`:
-- `table.parquet`: ONE ROW PER TIMELINE FRAME (0-based, by time stamp: `pipeline.datasets.video`):
-  `frame` int32, `has_face` bool, `score` float32, `x1`, `y1`, `x2`, `y2` float32 (frame pixels),
-  `landmarks` list[float32] of 136 values (x0, y0, x1, y1, ... of the 68 dlib points, frame pixels).
-  `score`, the box and `landmarks` are null where `has_face` is false.
-- `<view>.npy` per view: uint8 [M, S, S, 3] RGB, one crop per frame with a face, in frame order; row i of
-  `table.filter(pl.col("has_face"))` is crop i. Load with `np.load(path, mmap_mode="r")` (lazy).
+Output of one annotated track (`load_face_result`), in `<out_dir>/`:
+- `table.parquet`: ONE ROW PER TIMELINE FRAME (0-based, by time stamp: `pipeline.datasets.video`); the schema,
+  with `status`, `reason`, `fill_from`, `person`, pose and sharpness, is documented in `pipeline.faces.table`.
+- `<view>.npy` per view: uint8 [M, S, S, 3] RGB, one crop per frame with a usable face, in frame order; row i
+  of `table.filter(pl.col("has_face"))` is crop i (`fill_from` says which crop stands in for the others).
+  Load with `np.load(path, mmap_mode="r")` (lazy).
+- `contact_sheet.png` (`process_video` only): sampled frames with boxes, person ids, landmarks and views.
+- `persons.parquet`: every person track found in the video (not only this track's), one row per frame
+  the person is seen, same columns as the table minus `status` / `fill_from`.
 
 Tracks follow Aff-Wild2: `<video>` for one person, `<video>_left` / `<video>_right` for the two people of a
-two-person video. Faces are picked per frame by position (`select_face`), without tracking identities over
-time; real multi-face tracking (IoU/embedding association across frames) is a later issue.
+two-person video. Every face (up to `max_faces` per frame) is followed as a person track
+(`pipeline.faces.tracking`); when the video ends, each annotated track is matched to one person track by the
+documented rule and takes that person's rows and crops.
 
-Memory: frames are streamed. With an output folder, crops are streamed to disk as well, so memory stays flat
-however long the video is (only the per-frame table grows, about 0.7 kB per frame). Without one, crops are
-kept in memory (tests, short clips).
+Memory: frames are streamed (at most `detect_every` frames are held, until the next detection frame), crops
+are streamed to disk when an output folder is given (`pipeline.faces.storage`), so memory grows only with
+the per-frame rows (about 0.7 kB per frame and person). Without an output folder crops stay in memory
+(tests, short clips).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +40,32 @@ from tqdm import tqdm
 
 from pipeline.datasets.video import TimelineDecoder, probe
 from pipeline.faces.align import DEFAULT_MARGIN, VIEWS, align_face, make_views
+from pipeline.faces.contact_sheet import draw_contact_sheet
 from pipeline.faces.detectors import DEFAULT_DETECTOR, Detection, create_detector
+from pipeline.faces.identity import SAME_PERSON_DISTANCE, FaceDescriber
 from pipeline.faces.landmarks import LandmarkPredictor, five_points
+from pipeline.faces.pose import head_pose
+from pipeline.faces.quality import QualityConfig, judge_face, sharpness
+from pipeline.faces.storage import CropWriter
+from pipeline.faces.table import NUM_LANDMARKS, FaceRow, FaceTableBuilder, check_table
+from pipeline.faces.tracking import (
+    PersonSummary,
+    PersonTracker,
+    TrackingConfig,
+    assign_people,
+    interpolate_box,
+    stitch_people,
+)
 from pipeline.resume import commit, fresh_staging
 
+__all__ = ["NUM_LANDMARKS", "FaceConfig", "FaceResult", "process_track", "process_video", "load_face_result"]
+
 TABLE_FILE = "table.parquet"
-NUM_LANDMARKS = 68
+PERSONS_FILE = "persons.parquet"
+CONTACT_SHEET_FILE = "contact_sheet.png"
+# Identity descriptors per person track (to join the tracks of one person who left and came back).
+DESCRIBE_EVERY = 25
+MAX_DESCRIPTORS = 4
 
 
 @dataclass
@@ -48,14 +77,17 @@ class FaceConfig:
     crop_size: int = 112  # side of the aligned crops and of every view, pixels
     margin: float = DEFAULT_MARGIN  # border around the ArcFace square, fraction of its side
     views: tuple[str, ...] = ("face", "eye_mouth")  # keys of pipeline.faces.align.VIEWS
-    min_face_size: float = 0.0  # ignore detections whose shorter box side is below this (frame pixels)
     landmark_model: str | None = None  # dlib 68-point .dat; None = the one in face-recognition-models
-    # _left/_right tracks: a lone face in the other half of the frame belongs to the other person.
-    lone_face_by_half: bool = True
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
     def __post_init__(self) -> None:
-        # params.yaml gives lists; keep a tuple so configs compare and hash predictably.
+        # params.yaml gives lists and dicts; tuples and dataclasses compare and hash predictably.
         self.views = tuple(self.views)
+        if isinstance(self.tracking, dict):
+            self.tracking = TrackingConfig(**self.tracking)
+        if isinstance(self.quality, dict):
+            self.quality = QualityConfig(**self.quality)
         unknown = [name for name in self.views if name not in VIEWS]
         if unknown:
             raise KeyError(f"unknown view(s) {unknown} (registered: {', '.join(VIEWS)})")
@@ -67,14 +99,16 @@ class FaceResult:
 
     Attributes:
         track: track name.
-        table: polars DataFrame, one row per timeline frame (schema in the module docstring).
-        crops: {view: uint8 [M, S, S, 3]} for the M frames with a face, in frame order (memory-mapped when
-            loaded from or streamed to disk).
+        table: polars DataFrame, one row per timeline frame (schema in `pipeline.faces.table`).
+        crops: {view: uint8 [M, S, S, 3]} for the M frames with a usable face, in frame order (memory-mapped
+            when loaded from or streamed to disk).
+        persons: every person track of the video (None when not loaded).
     """
 
     track: str
     table: pl.DataFrame
     crops: dict[str, np.ndarray]
+    persons: pl.DataFrame | None = None
 
     @property
     def num_frames(self) -> int:
@@ -82,7 +116,7 @@ class FaceResult:
 
     @property
     def face_rate(self) -> float:
-        """Fraction of decoded frames with a face (0.0 for an empty video)."""
+        """Fraction of decoded frames with a usable face (0.0 for an empty video)."""
         return float(self.table["has_face"].mean() or 0.0) if self.table.height else 0.0
 
 
@@ -94,198 +128,332 @@ def track_side(track_name: str) -> str | None:
     return None
 
 
-def select_face(
-    detections: Sequence[Detection], track_name: str, frame_width: float | None = None
-) -> Detection | None:
-    """Pick the face that belongs to a track in one frame.
+class StepTimer:
+    """Seconds spent per step (decode, detect, landmarks, warp, write), for the benchmark."""
 
-    Rules: a `_left` track takes the face whose box centre is leftmost, a `_right` track the rightmost,
-    a plain track the largest box. This is per-frame only: nothing ties a face to the previous frame's
-    (identity tracking across frames is a later issue).
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
 
-    Args:
-        detections: faces found in the frame.
-        track_name: the track; its `_left` / `_right` suffix decides the rule.
-        frame_width: when given, a `_left` / `_right` track whose candidate is the only face in the frame
-            rejects it if its centre lies in the other half (the other person, while this one is not
-            detected), instead of giving both tracks the same face.
-
-    Returns:
-        The chosen detection, or None.
-    """
-    if not detections:
-        return None
-    side = track_side(track_name)
-    if side is None:
-        return max(detections, key=lambda d: d.area)
-    pick = min if side == "left" else max
-    chosen = pick(detections, key=lambda d: d.center[0])
-    if frame_width is not None and len(detections) == 1:
-        centre_x = chosen.center[0]
-        if (side == "left" and centre_x > frame_width / 2) or (
-            side == "right" and centre_x < frame_width / 2
-        ):
-            return None
-    return chosen
-
-
-class _CropSink:
-    """Collects the crops of one view, in memory or streamed to `<path>` through a raw `.part` file."""
-
-    def __init__(self, size: int, path: Path | None) -> None:
-        self.size = size
-        self.path = path
-        self.count = 0
-        self._chunks: list[np.ndarray] = []
-        self._part = None
-        if path is not None:
-            self._part_path = path.with_name(path.name + ".part")
-            self._part = self._part_path.open("wb")
-
-    def append(self, crop: np.ndarray) -> None:
-        if crop.shape != (self.size, self.size, 3) or crop.dtype != np.uint8:
-            raise ValueError(
-                f"expected a uint8 crop [{self.size}, {self.size}, 3], got {crop.dtype} {crop.shape}"
-            )
-        if self._part is not None:
-            self._part.write(np.ascontiguousarray(crop).tobytes())
-        else:
-            self._chunks.append(crop)
-        self.count += 1
-
-    def finish(self) -> np.ndarray:
-        """Return [M, S, S, 3] uint8; on disk, the finished `.npy` opened lazily (mmap)."""
-        shape = (self.count, self.size, self.size, 3)
-        if self._part is None:
-            return np.stack(self._chunks) if self._chunks else np.zeros(shape, dtype=np.uint8)
-        self._part.close()
-        # The .npy header needs the final count, unknown while streaming: copy the raw file behind a header
-        # in bounded chunks (disk time is negligible next to detection), then drop the raw file.
-        assert self.path is not None
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        if self.count:
-            raw = np.memmap(self._part_path, dtype=np.uint8, mode="r", shape=shape)
-            for start in range(0, self.count, 1024):
-                out[start : start + 1024] = raw[start : start + 1024]
-            del raw
-        out.flush()
-        del out
-        os.replace(tmp, self.path)
-        self._part_path.unlink()
-        return np.load(self.path, mmap_mode="r")
-
-
-class _TrackCollector:
-    """Accumulates the per-frame table and the view crops of one track."""
-
-    def __init__(self, track: str, config: FaceConfig, out_dir: Path | None) -> None:
-        self.track = track
-        self.out_dir = out_dir
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        self.sinks = {
-            view: _CropSink(config.crop_size, out_dir / f"{view}.npy" if out_dir is not None else None)
-            for view in config.views
-        }
-        self.frames: list[int] = []
-        self.scores: list[float] = []
-        self.boxes: list[tuple[float, float, float, float]] = []
-        # float32 arrays, not Python floats: 136 boxed floats per frame would cost ~4 kB instead of 0.5 kB.
-        self.landmarks: list[np.ndarray] = []
-
-    def add(
-        self,
-        frame: int,
-        detection: Detection | None,
-        landmarks68: np.ndarray | None,
-        views: dict[str, np.ndarray] | None,
-    ) -> None:
-        self.frames.append(frame)
-        if detection is None or landmarks68 is None or views is None:
-            self.scores.append(np.nan)
-            self.boxes.append((np.nan, np.nan, np.nan, np.nan))
-            self.landmarks.append(np.full(2 * NUM_LANDMARKS, np.nan, dtype=np.float32))
-            return
-        self.scores.append(detection.score)
-        self.boxes.append(detection.box)
-        self.landmarks.append(landmarks68.astype(np.float32).reshape(-1))
-        for view, sink in self.sinks.items():
-            sink.append(views[view])
-
-    def finish(self) -> FaceResult:
-        table = build_table(
-            np.asarray(self.frames, dtype=np.int32),
-            np.asarray(self.scores, dtype=np.float32),
-            np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4),
-            np.stack(self.landmarks) if self.landmarks else np.zeros((0, 2 * NUM_LANDMARKS), np.float32),
-        )
-        crops = {view: sink.finish() for view, sink in self.sinks.items()}
-        result = FaceResult(track=self.track, table=table, crops=crops)
-        if self.out_dir is not None:
-            result.table.write_parquet(self.out_dir / TABLE_FILE)
-        return result
-
-
-def build_table(
-    frames: np.ndarray, scores: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray
-) -> pl.DataFrame:
-    """Assemble the per-frame table.
-
-    Args:
-        frames: [N] int32 decoded indices.
-        scores: [N] float32, NaN where there is no face.
-        boxes: [N, 4] float32 (x1, y1, x2, y2), NaN where there is no face.
-        landmarks: [N, 136] float32, NaN where there is no face.
-
-    Returns:
-        DataFrame with the schema of the module docstring (nulls, not NaN, for frames without a face).
-    """
-    has_face = ~np.isnan(scores)
-    table = pl.DataFrame(
-        {
-            "frame": pl.Series(frames, dtype=pl.Int32),
-            "has_face": pl.Series(has_face, dtype=pl.Boolean),
-            "score": pl.Series(scores, dtype=pl.Float32),
-            "x1": pl.Series(boxes[:, 0], dtype=pl.Float32),
-            "y1": pl.Series(boxes[:, 1], dtype=pl.Float32),
-            "x2": pl.Series(boxes[:, 2], dtype=pl.Float32),
-            "y2": pl.Series(boxes[:, 3], dtype=pl.Float32),
-            # polars reads a 2-D array as a fixed-size Array; the on-disk contract is a list column.
-            "landmarks": pl.Series(landmarks, dtype=pl.Array(pl.Float32, 2 * NUM_LANDMARKS)).cast(
-                pl.List(pl.Float32)
-            ),
-        }
-    )
-    value_columns = ["score", "x1", "y1", "x2", "y2", "landmarks"]
-    return table.with_columns(
-        pl.when(pl.col("has_face")).then(pl.col(name)).otherwise(None).alias(name) for name in value_columns
-    )
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] += time.perf_counter() - start
 
 
 class FaceProcessor:
-    """Detector + landmark model + alignment, built once and applied frame by frame to several tracks."""
+    """Detector + landmark model + quality checks + alignment, built once per worker and reused per video."""
 
     def __init__(self, config: FaceConfig) -> None:
         self.config = config
         self.detector = create_detector(config.detector, **config.detector_kwargs)
         self.predictor = LandmarkPredictor(config.landmark_model)
+        self.describe = FaceDescriber()
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """All faces of at least `min_face_size` in a frame [H, W, 3] uint8."""
-        return [d for d in self.detector(rgb) if min(d.width, d.height) >= self.config.min_face_size]
+        """The `max_faces` largest faces of a frame [H, W, 3] uint8."""
+        detections = self.detector(rgb)
+        return sorted(detections, key=lambda d: -d.area)[: self.config.tracking.max_faces]
 
-    def process_face(self, rgb: np.ndarray, detection: Detection) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Landmarks and views of one detected face.
+    def measure(
+        self, rgb: np.ndarray, frame: int, person: int, origin: str, detection: Detection, timer: StepTimer
+    ) -> tuple[FaceRow, dict[str, np.ndarray] | None]:
+        """Landmarks, pose, quality and views of one face.
 
         Returns:
-            (landmarks68 [68, 2] float32 in frame pixels, {view: [S, S, 3] uint8}).
+            (its table row, {view: [S, S, 3] uint8} or None when the face is rejected).
         """
-        landmarks68 = self.predictor(rgb, detection.box)
-        # A detector's own 5 points (RetinaFace) come from a stronger model than dlib's on hard poses.
-        points5 = detection.landmarks5 if detection.landmarks5 is not None else five_points(landmarks68)
-        crop, _ = align_face(rgb, points5, size=self.config.crop_size, margin=self.config.margin)
-        return landmarks68, make_views(crop, self.config.views, margin=self.config.margin)
+        with timer("landmarks"):
+            landmarks68 = self.predictor(rgb, detection.box)
+        with timer("warp"):
+            # A detector's own 5 points (RetinaFace) come from a stronger model than dlib's on hard poses.
+            points5 = detection.landmarks5 if detection.landmarks5 is not None else five_points(landmarks68)
+            crop, _ = align_face(rgb, points5, size=self.config.crop_size, margin=self.config.margin)
+            frame_size = (rgb.shape[1], rgb.shape[0])
+            crop_sharpness = sharpness(crop, self.config.margin)
+            reason = judge_face(
+                detection.box,
+                landmarks68,
+                crop,
+                frame_size,
+                self.config.quality,
+                margin=self.config.margin,
+                crop_sharpness=crop_sharpness,
+            )
+            row = FaceRow(
+                frame=frame,
+                reason=reason,
+                person=person,
+                origin=origin,
+                score=detection.score,
+                box=detection.box,
+                landmarks5=points5,
+                landmarks68=landmarks68,
+                pose=head_pose(landmarks68, frame_size),
+                sharpness=crop_sharpness,
+            )
+            views = None if reason else make_views(crop, self.config.views, margin=self.config.margin)
+        return row, views
+
+
+class _Person:
+    """Rows, crops and a few identity descriptors of one person track while the video is decoded."""
+
+    def __init__(self, person: int, views: Sequence[str], side: int, folder: Path | None) -> None:
+        self.person = person
+        self.rows = FaceTableBuilder()
+        self.writers = {
+            view: CropWriter(side, folder / f"person{person}_{view}.npy" if folder else None)
+            for view in views
+        }
+        self.usable = 0
+        self.descriptors: list[np.ndarray] = []
+
+    def add(self, row: FaceRow, views: dict[str, np.ndarray] | None) -> None:
+        self.rows.add(row)
+        if views is not None:
+            for view, writer in self.writers.items():
+                writer.append(views[view])
+            self.usable += 1
+
+    def wants_descriptor(self) -> bool:
+        """Describe the 1st usable face, then every DESCRIBE_EVERY-th, up to MAX_DESCRIPTORS."""
+        return len(self.descriptors) < MAX_DESCRIPTORS and (self.usable - 1) % DESCRIBE_EVERY == 0
+
+
+class _VideoRun:
+    """Decode one video, detect every k frames, follow every person, and hand each track its person."""
+
+    def __init__(
+        self, config: FaceConfig, processor: FaceProcessor, scratch: Path | None, timer: StepTimer
+    ) -> None:
+        self.config = config
+        self.processor = processor
+        self.scratch = scratch
+        self.timer = timer
+        self.tracker = PersonTracker(config.tracking)
+        self.people: dict[int, _Person] = {}
+        self.undecoded: list[int] = []
+        self.n_frames = 0
+        self.frame_width = 0
+        # Person id -> (frame, detection) on the previous detection frame: the ends boxes are tracked between.
+        self.previous: dict[int, tuple[int, Detection]] = {}
+
+    def run(self, video_path: Path, label: str, max_frames: int | None) -> None:
+        info = probe(video_path)
+        total = info.container_frame_count or None  # a hint for the progress bar only
+        if max_frames is not None:
+            total = min(total or max_frames, max_frames)
+        frames = TimelineDecoder(video_path)
+        progress = tqdm(total=total, desc=f"faces {label}", unit="frame", disable=None)
+        every = self.config.tracking.detect_every
+        buffer: list[tuple[int, np.ndarray | None]] = []
+        iterator = iter(frames)
+        try:
+            while True:
+                with self.timer("decode"):
+                    item = next(iterator, None)
+                if item is None or (max_frames is not None and item[0] >= max_frames):
+                    break
+                index, rgb = item
+                progress.update(1)
+                self.n_frames = index + 1
+                if rgb is None:  # on the timeline but did not decode: a row without a face
+                    self.undecoded.append(index)
+                else:
+                    self.frame_width = rgb.shape[1]
+                buffer.append((index, rgb))
+                if index % every == 0 and rgb is not None:
+                    self._flush(buffer)
+                    buffer = []
+            if buffer:  # the last frames: detect on the last one that decoded
+                self._flush(buffer)
+        finally:
+            progress.close()
+            frames.close()  # releases the capture even when stopped early
+
+    def _flush(self, buffer: list[tuple[int, np.ndarray | None]]) -> None:
+        """Detect on the buffer's last decoded frame, track the frames before it, measure every face."""
+        decoded = [i for i, (_, rgb) in enumerate(buffer) if rgb is not None]
+        if not decoded:
+            return
+        last = decoded[-1]
+        frame_b, rgb_b = buffer[last]
+        assert rgb_b is not None
+        with self.timer("detect"):
+            detections = self.processor.detect(rgb_b)
+            ids = self.tracker.update(frame_b, np.array([d.box for d in detections]).reshape(-1, 4))
+        current = {person: (frame_b, detection) for person, detection in zip(ids, detections, strict=True)}
+        # Frames before the detection frame: people found on both neighbouring detection frames are tracked.
+        both = [p for p in current if p in self.previous]
+        for index, rgb in buffer[:last]:
+            if rgb is None:
+                continue
+            for person in both:
+                frame_a, detection_a = self.previous[person]
+                box = interpolate_box(
+                    detection_a.box, frame_a, detections[ids.index(person)].box, frame_b, index
+                )
+                tracked = Detection(box=box, score=detection_a.score)
+                self._add(rgb, index, person, "tracked", tracked)
+        for person, (_, detection) in current.items():
+            self._add(rgb_b, frame_b, person, "detected", detection)
+        self.previous = current
+
+    def _add(self, rgb: np.ndarray, frame: int, person: int, origin: str, detection: Detection) -> None:
+        if person not in self.people:
+            self.people[person] = _Person(person, self.config.views, self.config.crop_size, self.scratch)
+        row, views = self.processor.measure(rgb, frame, person, origin, detection, self.timer)
+        with self.timer("write"):
+            self.people[person].add(row, views)
+        if views is not None and self.people[person].wants_descriptor():
+            with self.timer("identity"):
+                assert row.box is not None and row.landmarks68 is not None
+                self.people[person].descriptors.append(self.processor.describe(rgb, row.box, row.landmarks68))
+
+    def finish(self, out_dirs: dict[str, Path | None]) -> dict[str, FaceResult]:
+        """Join the tracks of one person, match annotated tracks to people, and write each track."""
+        with self.timer("write"):
+            tables = {p: person.rows.finish() for p, person in self.people.items()}
+            crops = {
+                p: {view: writer.finish() for view, writer in person.writers.items()}
+                for p, person in self.people.items()
+            }
+            descriptors = {
+                p: np.mean(person.descriptors, axis=0)
+                for p, person in self.people.items()
+                if person.descriptors
+            }
+            joined = stitch_people(
+                {p: set(table["frame"].to_list()) for p, table in tables.items()},
+                descriptors,
+                SAME_PERSON_DISTANCE,
+            )
+            tables, crops = self._join(joined, tables, crops)
+            chosen = assign_people(
+                [_summary(p, table) for p, table in tables.items()],
+                list(out_dirs),
+                self.frame_width,
+                # a clip shorter than min_frames still has a main face
+                min(self.config.tracking.min_frames, max(1, self.n_frames - len(self.undecoded))),
+            )
+            persons = _persons_table(tables)
+            results = {}
+            for track, out_dir in out_dirs.items():
+                person = chosen[track]
+                table = self._track_table(tables.get(person) if person is not None else None)
+                check_table(table, f"faces of track {track}")
+                track_crops = self._track_crops(crops.get(person) if person is not None else None, out_dir)
+                if out_dir is not None:
+                    table.write_parquet(out_dir / TABLE_FILE)
+                    persons.write_parquet(out_dir / PERSONS_FILE)
+                results[track] = FaceResult(track=track, table=table, crops=track_crops, persons=persons)
+        return results
+
+    def _join(
+        self,
+        joined: dict[int, int],
+        tables: dict[int, pl.DataFrame],
+        crops: dict[int, dict[str, np.ndarray]],
+    ) -> tuple[dict[int, pl.DataFrame], dict[int, dict[str, np.ndarray]]]:
+        """Merge the rows and crops of person tracks joined under one id, in frame order."""
+        groups: dict[int, list[int]] = defaultdict(list)
+        for person, keep in joined.items():
+            groups[keep].append(person)
+        out_tables, out_crops = {}, {}
+        for keep, members in groups.items():
+            if len(members) == 1:
+                out_tables[keep], out_crops[keep] = tables[keep], crops[keep]
+                continue
+            parts = [
+                tables[m].with_columns(
+                    pl.lit(m, pl.Int32).alias("_member"),
+                    (pl.col("has_face").cast(pl.Int32).cum_sum() - 1).alias("_crop"),
+                )
+                for m in members
+            ]
+            merged = pl.concat(parts).sort("frame").with_columns(pl.lit(keep, pl.Int32).alias("person"))
+            usable = merged.filter(pl.col("has_face"))
+            out_crops[keep] = {}
+            for view in self.config.views:
+                path = self.scratch / f"person{keep}_joined_{view}.npy" if self.scratch else None
+                writer = CropWriter(self.config.crop_size, path)
+                for member, index in usable.select("_member", "_crop").iter_rows():
+                    writer.append(np.asarray(crops[member][view][index]))
+                out_crops[keep][view] = writer.finish()
+            out_tables[keep] = merged.drop("_member", "_crop")
+        return out_tables, out_crops
+
+    def _track_table(self, rows: pl.DataFrame | None) -> pl.DataFrame:
+        """One row per timeline frame: the person's rows, and `no_face` / `undecoded` rows elsewhere."""
+        builder = FaceTableBuilder()
+        undecoded = set(self.undecoded)
+        by_frame = {} if rows is None else {row["frame"]: row for row in rows.iter_rows(named=True)}
+        for frame in range(self.n_frames):
+            row = by_frame.get(frame)
+            if row is None:
+                builder.add(FaceRow(frame, "undecoded" if frame in undecoded else "no_face"))
+                continue
+            builder.add(_row_from_dict(row))
+        return builder.finish()
+
+    def _track_crops(
+        self, crops: dict[str, np.ndarray] | None, out_dir: Path | None
+    ) -> dict[str, np.ndarray]:
+        side = self.config.crop_size
+        result = {}
+        for view in self.config.views:
+            source = None if crops is None else crops[view]
+            if out_dir is None:
+                result[view] = (
+                    np.asarray(source) if source is not None else np.zeros((0, side, side, 3), np.uint8)
+                )
+                continue
+            path = out_dir / f"{view}.npy"
+            if source is None:
+                writer = CropWriter(side, path)
+                result[view] = writer.finish()
+            else:
+                # Moved, not copied (assign_people never gives one person to two tracks).
+                os.replace(source.filename, path)  # type: ignore[union-attr]
+                result[view] = np.load(path, mmap_mode="r")
+        return result
+
+
+def _row_from_dict(row: dict[str, Any]) -> FaceRow:
+    landmarks5 = row["landmarks5"]
+    landmarks68 = row["landmarks"]
+    return FaceRow(
+        frame=row["frame"],
+        reason=row["reason"],
+        person=row["person"],
+        origin=row["origin"],
+        score=row["score"],
+        box=(row["x1"], row["y1"], row["x2"], row["y2"]),
+        landmarks5=None if landmarks5 is None else np.asarray(landmarks5, np.float32),
+        landmarks68=None if landmarks68 is None else np.asarray(landmarks68, np.float32),
+        pose=None if row["yaw"] is None else (row["yaw"], row["pitch"], row["roll"]),
+        sharpness=float("nan") if row["sharpness"] is None else row["sharpness"],
+    )
+
+
+def _summary(person: int, table: pl.DataFrame) -> PersonSummary:
+    usable = table.filter(pl.col("has_face"))
+    return PersonSummary(
+        person=person,
+        usable_frames=usable.height,
+        median_center_x=float(((usable["x1"] + usable["x2"]) / 2).median() or 0.0) if usable.height else 0.0,
+        median_height=float((usable["y2"] - usable["y1"]).median() or 0.0) if usable.height else 0.0,
+    )
+
+
+def _persons_table(person_tables: dict[int, pl.DataFrame]) -> pl.DataFrame:
+    """All person tracks' rows, sorted by frame then person (status / fill_from are per annotated track)."""
+    empty = FaceTableBuilder().finish()
+    tables = [empty, *person_tables.values()]
+    return pl.concat(tables).drop("status", "fill_from").sort("frame", "person")
 
 
 def _run(
@@ -293,41 +461,25 @@ def _run(
     out_dirs: dict[str, Path | None],
     config: FaceConfig,
     max_frames: int | None,
+    processor: FaceProcessor | None = None,
+    timer: StepTimer | None = None,
 ) -> dict[str, FaceResult]:
-    """Decode a video once and collect every track in `out_dirs` ({track: output folder or None})."""
+    """Decode a video once and write every track in `out_dirs` ({track: output folder or None})."""
     video_path = Path(video_path)
-    info = probe(video_path)
-    processor = FaceProcessor(config)
-    collectors = {track: _TrackCollector(track, config, out_dir) for track, out_dir in out_dirs.items()}
-    total = info.container_frame_count or None  # a hint for the progress bar only
-    if max_frames is not None:
-        total = min(total or max_frames, max_frames)
-    # Every timeline frame, numbered as the frames stage numbers them (same decoder): one table row each.
-    frames = TimelineDecoder(video_path)
-    progress = tqdm(frames, total=total, desc=f"faces {'+'.join(out_dirs)}", unit="frame", disable=None)
-    try:
-        for index, rgb in progress:
-            if max_frames is not None and index >= max_frames:
-                break
-            if rgb is None:  # on the timeline but did not decode: a row without a face
-                for collector in collectors.values():
-                    collector.add(index, None, None, None)
-                continue
-            detections = processor.detect(rgb)
-            done: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = {}  # one landmark pass per face
-            for track, collector in collectors.items():
-                width = rgb.shape[1] if config.lone_face_by_half else None
-                chosen = select_face(detections, track, frame_width=width)
-                if chosen is None:
-                    collector.add(index, None, None, None)
-                    continue
-                if id(chosen) not in done:
-                    done[id(chosen)] = processor.process_face(rgb, chosen)
-                collector.add(index, chosen, *done[id(chosen)])
-    finally:
-        progress.close()
-        frames.close()  # releases the capture even when stopped early
-    return {track: collector.finish() for track, collector in collectors.items()}
+    processor = processor or FaceProcessor(config)
+    timer = timer or StepTimer()
+    folders = [out_dir for out_dir in out_dirs.values() if out_dir is not None]
+    scratch = folders[0] / ".persons" if folders else None
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    video = _VideoRun(config, processor, scratch, timer)
+    video.run(video_path, "+".join(out_dirs), max_frames)
+    results = video.finish(out_dirs)
+    if scratch is not None:
+        shutil.rmtree(scratch)
+    return results
 
 
 def process_track(
@@ -341,11 +493,11 @@ def process_track(
 
     Args:
         video_path: the raw video.
-        track_name: `<video>`, `<video>_left` or `<video>_right` (decides which face is taken).
+        track_name: `<video>`, `<video>_left` or `<video>_right` (decides which person is taken).
         config: face-stage knobs; None = defaults.
         out_dir: when given, results are streamed there (constant memory) and the returned crops are
             memory-mapped from `<out_dir>/<view>.npy`; when None, everything stays in memory.
-        max_frames: stop after this many decoded frames (tests, previews); None = the whole video.
+        max_frames: stop after this many timeline frames (tests, previews); None = the whole video.
 
     Returns:
         FaceResult with one table row per timeline frame.
@@ -353,6 +505,19 @@ def process_track(
     config = config or FaceConfig()
     out = {track_name: Path(out_dir) if out_dir is not None else None}
     return _run(video_path, out, config, max_frames)[track_name]
+
+
+# One processor per worker process: building the detector and the landmark model costs about a fifth of
+# the stage on the demo when done per video.
+_PROCESSORS: dict[str, FaceProcessor] = {}
+
+
+def _shared_processor(config: FaceConfig) -> FaceProcessor:
+    key = repr(config)
+    if key not in _PROCESSORS:
+        _PROCESSORS.clear()
+        _PROCESSORS[key] = FaceProcessor(config)
+    return _PROCESSORS[key]
 
 
 def process_video(
@@ -365,9 +530,9 @@ def process_video(
 ) -> dict[str, Path]:
     """Faces of all tracks of one video, decoding and detecting once (two-person videos have two tracks).
 
-    Writes `<out_root>/<track>/table.parquet` and `<out_root>/<track>/<view>.npy` for each track, each
-    track atomically (`pipeline.resume`): it is streamed into `<out_root>/.<track>.tmp` and renamed into
-    place when complete, so a killed job leaves a hidden leftover, never a half-written track.
+    Writes `<out_root>/<track>/{table.parquet, persons.parquet, <view>.npy}` for each track, each track
+    atomically (`pipeline.resume`): it is written into `<out_root>/.<track>.tmp` and renamed into place when
+    complete, so a killed job leaves a hidden leftover, never a half-written track.
 
     Args:
         unit_key: when given, also written as `<track>/unit.json` (the stage's resume key for the video).
@@ -382,35 +547,27 @@ def process_video(
         raise ValueError(f"expected distinct track names, got {list(track_names)}")
     out_dirs = {track: Path(out_root) / track for track in track_names}
     staging = {track: fresh_staging(out_dir) for track, out_dir in out_dirs.items()}
-    _run(video_path, dict(staging), config, max_frames)
+    results = _run(video_path, dict(staging), config, max_frames, processor=_shared_processor(config))
+    # A picture per video to check the faces by eye; every track folder gets it (two-person videos twice).
+    sheets = [staging[track] / CONTACT_SHEET_FILE for track in track_names]
+    draw_contact_sheet(
+        Path(video_path),
+        {track: result.table for track, result in results.items()},
+        {track: result.crops for track, result in results.items()},
+        sheets[0],
+    )
+    for sheet in sheets[1:]:
+        shutil.copyfile(sheets[0], sheet)
     for track, out_dir in out_dirs.items():
         commit(staging[track], out_dir, unit_key)
     return out_dirs
-
-
-def save_face_result(result: FaceResult, out_dir: Path | str) -> None:
-    """Write `<out_dir>/table.parquet` and `<out_dir>/<view>.npy` (crops already streamed there are kept)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result.table.write_parquet(out_dir / TABLE_FILE)
-    for view, crops in result.crops.items():
-        path = out_dir / f"{view}.npy"
-        if (
-            isinstance(crops, np.memmap)
-            and crops.filename
-            and Path(crops.filename).resolve() == path.resolve()
-        ):
-            continue  # streamed to this very file by process_track; rewriting it would read from itself
-        tmp = path.with_name(path.name + ".tmp.npy")
-        np.save(tmp, np.ascontiguousarray(crops, dtype=np.uint8))
-        os.replace(tmp, path)
 
 
 def load_face_result(out_dir: Path | str, track: str | None = None) -> FaceResult:
     """Read a track's folder; crops are memory-mapped (nothing is read until indexed).
 
     Args:
-        out_dir: folder written by `save_face_result` / `process_track` / `process_video`.
+        out_dir: folder written by `process_track` / `process_video`.
         track: track name to record; None = the folder's name.
     """
     out_dir = Path(out_dir)
@@ -418,6 +575,7 @@ def load_face_result(out_dir: Path | str, track: str | None = None) -> FaceResul
     if not table_path.is_file():
         raise FileNotFoundError(f"no face table at {table_path}")
     table = pl.read_parquet(table_path)
+    check_table(table, str(table_path))
     crops = {path.stem: np.load(path, mmap_mode="r") for path in sorted(out_dir.glob("*.npy"))}
     num_faces = int(table["has_face"].sum())
     for view, array in crops.items():
@@ -425,4 +583,6 @@ def load_face_result(out_dir: Path | str, track: str | None = None) -> FaceResul
             raise ValueError(
                 f"{out_dir}/{view}.npy has {array.shape[0]} crops but the table has {num_faces} faces"
             )
-    return FaceResult(track=track or out_dir.name, table=table, crops=crops)
+    persons_path = out_dir / PERSONS_FILE
+    persons = pl.read_parquet(persons_path) if persons_path.is_file() else None
+    return FaceResult(track=track or out_dir.name, table=table, crops=crops, persons=persons)

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import artifacts
+from pipeline.faces.table import nearest_usable
 from pipeline.tasks.definitions import Task, get_tasks
 from pipeline.tasks.kinds import behaviour
 
@@ -77,15 +78,9 @@ def fill_missing(features: np.ndarray, has_face: np.ndarray) -> np.ndarray:
         [T, D] float32; all zeros if the track has no face at all.
     """
     features = np.asarray(features, dtype=np.float32)
-    valid = np.flatnonzero(has_face)
-    if valid.size == 0:
+    nearest = nearest_usable(has_face)  # the face table's fill_from rule, ties to the earlier frame
+    if len(nearest) and nearest[0] < 0:
         return np.zeros_like(features)
-    # For each frame, the index of the closest valid frame (ties go to the earlier one).
-    position = np.searchsorted(valid, np.arange(len(has_face)))
-    left = valid[np.clip(position - 1, 0, valid.size - 1)]
-    right = valid[np.clip(position, 0, valid.size - 1)]
-    frames = np.arange(len(has_face))
-    nearest = np.where(np.abs(frames - left) <= np.abs(right - frames), left, right)
     return features[nearest]
 
 

