@@ -223,3 +223,37 @@ def test_measure_margin_reads_the_alignment_back(tmp_path: Path, faces) -> None:
 def test_config_rejects_unknown_views() -> None:
     with pytest.raises(KeyError, match="nope"):
         OrganisersConfig(views=("face", "nope"))
+
+
+def test_faces_stage_reads_the_organisers_crops(faces: list[np.ndarray], tmp_path: Path) -> None:
+    """`faces.source: cropped_aligned` in the stage: same outputs as from video, resumable, a track without
+    a folder gets no face, and the summary counts what is missing."""
+    from dataclasses import replace
+
+    from pipeline import artifacts
+    from pipeline.config import load_config
+    from stages import faces as faces_stage
+
+    root, frames_dir, out = tmp_path / "root", tmp_path / "frames", tmp_path / "faces"
+    write_tree(root / "cropped_aligned" / "clip", faces)
+    frames_dir.mkdir()
+    pl.DataFrame(
+        {
+            "track": ["clip", "gone"],
+            "video": ["clip", "gone"],
+            "video_path": ["batch1/clip.mp4", "batch1/gone.mp4"],
+            "n_frames": [N_FRAMES, 4],
+        }
+    ).write_parquet(artifacts.tracks_table(frames_dir))
+    params = replace(load_config(Path(__file__).resolve().parents[2] / "params.yaml").faces)
+    params = replace(params, source="cropped_aligned", views=("face", "eye_mouth"))
+    summary = faces_stage.run(root, frames_dir, out, params)
+    clip = summary.row(0, named=True)
+    assert (clip["frames"], clip["faces"], clip["rejected_corrupt"]) == (N_FRAMES, len(IMAGE_FRAMES), 1)
+    assert summary.row(1, named=True)["status"] == "faceless"
+    table = pl.read_parquet(artifacts.face_table(out, "clip"))
+    assert table["fill_from"].to_list() == EXPECTED_FILL
+    assert np.load(artifacts.face_crops(out, "clip", "face")).shape == (len(IMAGE_FRAMES), 112, 112, 3)
+    before = (out / "clip" / "table.parquet").stat().st_mtime_ns
+    faces_stage.run(root, frames_dir, out, params)  # unchanged inputs: nothing recomputed
+    assert (out / "clip" / "table.parquet").stat().st_mtime_ns == before
