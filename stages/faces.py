@@ -28,6 +28,7 @@ import polars as pl
 import pipeline  # noqa: F401
 from pipeline import artifacts, resume
 from pipeline.config import FacesConfig, load_config
+from pipeline.datasets.affwild2 import CROPPED_ALIGNED
 from pipeline.faces.organisers import OrganisersConfig, images_digest
 from pipeline.faces.process import PERSONS_FILE, FaceConfig
 from pipeline.faces.quality import QualityConfig
@@ -37,8 +38,6 @@ from pipeline.flows import fan_out
 # A track with a face in fewer than this share of its frames is flagged "partial": its features are
 # mostly filled in from a few frames. One with no face at all is "faceless".
 PARTIAL_RATE = 0.5
-# Where the organisers' aligned crops live under an Aff-Wild2 root (faces.source: cropped_aligned).
-CROPPED_ALIGNED = "cropped_aligned"
 # Reasons a found face is rejected (pipeline.faces.quality), counted per track in the summary.
 REJECTIONS = ("small", "landmarks", "corrupt", "blurred")
 # The code whose changes invalidate every unit: the face modules and the decoder (pipeline.datasets.video).
@@ -195,6 +194,11 @@ def video_jobs(
     jobs, labels = [], []
     for row in videos.iter_rows(named=True):
         video_path = root / row["video_path"][0]
+        if video_path.is_dir():
+            raise ValueError(
+                f"track(s) {', '.join(row['track'])} have no raw video, only the organisers' crops in "
+                f"{video_path}: set faces.source: cropped_aligned in params.yaml"
+            )
         key = video_key(video_path, config, row["track"], row["n_frames"][0], code)
         if all(resume.is_done(out_dir / t, key, unit_files(out_dir, t, config)) for t in row["track"]):
             continue

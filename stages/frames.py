@@ -27,7 +27,14 @@ from tqdm import tqdm
 import pipeline  # noqa: F401
 from pipeline import artifacts, resume
 from pipeline.config import FramesConfig, load_config
-from pipeline.datasets.affwild2 import Track, find_tracks, find_video, labels_table
+from pipeline.datasets.affwild2 import (
+    CROPPED_ALIGNED,
+    Track,
+    find_tracks,
+    find_video,
+    labels_table,
+    read_label_file,
+)
 from pipeline.datasets.frames import index_video
 from pipeline.tasks.definitions import TASKS
 
@@ -52,6 +59,39 @@ def video_index(video_path: Path, path: Path, code: str) -> tuple[pl.DataFrame, 
         tqdm.write(note)
     resume.commit_parquet(index.to_arrow(), path, key)
     return index, False
+
+
+def crops_only_track(root: Path, track: Track, out_dir: Path, config: FramesConfig) -> dict[str, object]:
+    """A track whose raw video is absent but whose organisers' crops are there (`faces.source:
+    cropped_aligned`): its timeline is max(label rows, last image number) (`organisers_frame_count`), and its
+    labels are aligned to that, the same way as to a decoded video."""
+    from pipeline.faces.organisers import organisers_frame_count
+
+    crop_dir = root / CROPPED_ALIGNED / track.name
+    rows = [len(read_label_file(path, TASKS[task])) for task, path in track.label_files.items()]
+    n = organisers_frame_count(crop_dir, max(rows) if rows else None)
+    tqdm.write(
+        f"{track.name}: no raw video for '{track.video}'; {n} frames counted from its label rows and "
+        f"{crop_dir} (the organisers' crops); run the faces stage with faces.source: cropped_aligned"
+    )
+    labels, reports = labels_table(
+        track, n, crop_dir, tolerance=config.label_tolerance, force=config.force_label_alignment
+    )
+    for report in reports:
+        if not report.exact:
+            tqdm.write(report.message(track.name))
+    labels.write_parquet(artifacts.labels_table(out_dir, track.name))
+    return {
+        "track": track.name,
+        "video": track.video,
+        "video_path": str(crop_dir.relative_to(root)),
+        "split": track.split,
+        "subject": track.subject,
+        "subject_known": track.subject_known,
+        "n_frames": n,
+        "missing_frames": 0,
+        "tasks": ",".join(sorted(track.label_files)),
+    }
 
 
 def run(root: Path, out_dir: Path, config: FramesConfig) -> pl.DataFrame:
@@ -87,7 +127,17 @@ def run(root: Path, out_dir: Path, config: FramesConfig) -> pl.DataFrame:
     rows: dict[str, dict[str, object]] = {}
     reused = 0
     for video in tqdm(sorted(by_video), desc="frames", unit="video", disable=None):
-        video_path = find_video(root, video)
+        try:
+            video_path = find_video(root, video)
+        except FileNotFoundError:
+            crop_dirs = [root / CROPPED_ALIGNED / track.name for track in by_video[video]]
+            if not all(folder.is_dir() for folder in crop_dirs):
+                raise
+            for track in by_video[video]:
+                rows[track.name] = crops_only_track(root, track, out_dir, config)
+            n_frames[video] = max(int(rows[t.name]["n_frames"]) for t in by_video[video])
+            n_missing[video] = 0
+            continue
         index, was_reused = video_index(video_path, artifacts.frame_index(out_dir, video), code)
         reused += was_reused
         n_frames[video], n_missing[video] = index.height, int((~index["decoded"]).sum())

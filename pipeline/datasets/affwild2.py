@@ -29,6 +29,8 @@ import polars as pl
 from pipeline.tasks.definitions import TASKS, Task, get_task
 
 VIDEO_DIRS = ("batch1", "batch2", "batch3", "videos", "new_vids", ".")
+# The organisers' aligned faces: <root>/cropped_aligned/<track>/<k:05d>.jpg.
+CROPPED_ALIGNED = "cropped_aligned"
 VIDEO_EXTS = (".mp4", ".avi")  # matched in any case
 LABEL_EXT = ".txt"  # matched in any case
 SPLITS = ("Train_Set", "Validation_Set")

@@ -79,3 +79,23 @@ def test_summary_rejects_a_table_that_disagrees_with_the_frames_stage(tmp_path: 
     )
     with pytest.raises(ValueError, match="decoded 10 frames in faces but 11 in frames"):
         faces.summarize(tracks, tmp_path)
+
+
+def test_rate_plot_for_dvc_plots(tmp_path: Path) -> None:
+    counts = {"vid_none": 0, "vid_few": 3}
+    for track, n_faces in counts.items():
+        write_track(tmp_path, track, n_faces)
+    tracks = pl.DataFrame(
+        {
+            "track": list(counts),
+            "video": list(counts),
+            "video_path": ["a.mp4", "b.mp4"],
+            "n_frames": [FRAMES] * 2,
+        }
+    )
+    faces.write_rate_plot(faces.summarize(tracks, tmp_path), tmp_path / "plots" / "faces_rate.csv")
+    plot = pl.read_csv(tmp_path / "plots" / "faces_rate.csv")
+    assert plot.columns == ["track", "detected", "tracked", "filled", "rejected", "rate"]
+    assert plot["rate"].to_list() == [0.0, 0.3]
+    assert plot["filled"].to_list() == [0.0, 0.7]
+    assert plot["rejected"].to_list() == [0.1, 0.1]

@@ -225,6 +225,7 @@ def test_config_rejects_unknown_views() -> None:
         OrganisersConfig(views=("face", "nope"))
 
 
+@pytest.mark.usefixtures("prefect_harness")
 def test_faces_stage_reads_the_organisers_crops(faces: list[np.ndarray], tmp_path: Path) -> None:
     """`faces.source: cropped_aligned` in the stage: same outputs as from video, resumable, a track without
     a folder gets no face, and the summary counts what is missing."""
@@ -257,3 +258,32 @@ def test_faces_stage_reads_the_organisers_crops(faces: list[np.ndarray], tmp_pat
     before = (out / "clip" / "table.parquet").stat().st_mtime_ns
     faces_stage.run(root, frames_dir, out, params)  # unchanged inputs: nothing recomputed
     assert (out / "clip" / "table.parquet").stat().st_mtime_ns == before
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_crops_only_root_runs_frames_and_faces(faces: list[np.ndarray], tmp_path: Path) -> None:
+    """An Aff-Wild2 copy with only `cropped_aligned/` and the label files (no raw videos): the frames stage
+    counts the timeline from the labels and images, the faces stage reads the crops."""
+    from dataclasses import replace
+
+    from pipeline import artifacts
+    from pipeline.config import load_config
+    from stages import faces as faces_stage
+    from stages import frames as frames_stage
+
+    root, frames_dir, out = tmp_path / "root", tmp_path / "frames", tmp_path / "faces"
+    write_tree(root / "cropped_aligned" / "clip", faces)
+    labels = root / "EXPR_Recognition_Challenge" / "Train_Set" / "clip.txt"
+    labels.parent.mkdir(parents=True)
+    rows = N_FRAMES + 2  # label rows past the last image: frames without a face at the end
+    labels.write_text("Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other\n" + "4\n" * rows)
+    config = load_config(Path(__file__).resolve().parents[2] / "params.yaml")
+    tracks = frames_stage.run(root, frames_dir, config.frames)
+    assert tracks["n_frames"].to_list() == [rows]
+    assert pl.read_parquet(artifacts.labels_table(frames_dir, "clip")).height == rows
+    with pytest.raises(ValueError, match="set faces.source: cropped_aligned"):
+        faces_stage.run(root, frames_dir, out, config.faces)
+    summary = faces_stage.run(root, frames_dir, out, replace(config.faces, source="cropped_aligned"))
+    assert summary.row(0, named=True)["faces"] == len(IMAGE_FRAMES)
+    table = pl.read_parquet(artifacts.face_table(out, "clip"))
+    assert table.height == rows and table["fill_from"].to_list()[-2:] == [7, 7]
