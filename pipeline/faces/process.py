@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -507,17 +508,19 @@ def process_track(
     return _run(video_path, out, config, max_frames)[track_name]
 
 
-# One processor per worker process: building the detector and the landmark model costs about a fifth of
-# the stage on the demo when done per video.
-_PROCESSORS: dict[str, FaceProcessor] = {}
+# One processor per worker (process or thread): building the detector and the landmark model costs about a
+# fifth of the stage on the demo when done per video. Per thread, because dlib's detectors and predictors
+# are not thread-safe (two threads in one HOG detector crash the process) and a thread task runner shares
+# the module.
+_PROCESSORS = threading.local()
 
 
 def _shared_processor(config: FaceConfig) -> FaceProcessor:
     key = repr(config)
-    if key not in _PROCESSORS:
-        _PROCESSORS.clear()
-        _PROCESSORS[key] = FaceProcessor(config)
-    return _PROCESSORS[key]
+    if getattr(_PROCESSORS, "key", None) != key:
+        _PROCESSORS.processor = FaceProcessor(config)
+        _PROCESSORS.key = key
+    return _PROCESSORS.processor
 
 
 def process_video(

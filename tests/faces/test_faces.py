@@ -261,3 +261,20 @@ def test_outputs_round_trip_and_contact_sheet(fixture_videos: Path, tmp_path: Pa
         "persons.parquet",
         "table.parquet",
     ]
+
+
+def test_face_models_are_shared_per_thread_not_across_threads() -> None:
+    """dlib's detectors are not thread-safe (two threads in one HOG detector crash the process): a thread
+    task runner must give each worker thread its own models, and reuse them within the thread."""
+    import threading
+
+    from pipeline.faces.process import _shared_processor
+
+    config = FaceConfig()
+    mine = _shared_processor(config)
+    assert _shared_processor(config) is mine
+    theirs = []
+    worker = threading.Thread(target=lambda: theirs.append(_shared_processor(config)))
+    worker.start()
+    worker.join()
+    assert theirs and theirs[0] is not mine
