@@ -277,7 +277,8 @@ def run(
         unit = "videos"
         function = "pipeline.faces.process:process_video"
     total = videos.height if params.source == "video" else tracks.height
-    print(f"faces ({params.source}): {total - len(jobs)} {unit} reused, {len(jobs)} computed")
+    source = " (from cropped_aligned)" if params.source == "cropped_aligned" else ""
+    print(f"faces: {total - len(jobs)} {unit} reused, {len(jobs)} computed{source}")
     fan_out(function, jobs, name="faces", labels=labels)
 
     summary = summarize(tracks, out_dir)
