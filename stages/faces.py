@@ -73,7 +73,7 @@ def video_key(video_path: Path, config: FaceConfig, tracks: list[str], n_frames:
     return resume.unit_key(inputs)
 
 
-def unit_files(out_dir: Path, track: str, config: FaceConfig) -> list[Path]:
+def unit_files(out_dir: Path, track: str, config: FaceConfig | OrganisersConfig) -> list[Path]:
     """Files a committed track folder must hold."""
     return [artifacts.face_table(out_dir, track)] + [
         artifacts.face_crops(out_dir, track, view) for view in config.views
@@ -234,10 +234,7 @@ def organisers_jobs(
             "code": code,
         }
         key = resume.unit_key(inputs)
-        files = [artifacts.face_table(out_dir, row["track"])] + [
-            artifacts.face_crops(out_dir, row["track"], view) for view in config.views
-        ]
-        if resume.is_done(out_dir / row["track"], key, files):
+        if resume.is_done(out_dir / row["track"], key, unit_files(out_dir, row["track"], config)):
             continue
         jobs.append(
             {

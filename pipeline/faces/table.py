@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+TABLE_FILE = "table.parquet"  # a track's face table inside its output folder
 NUM_LANDMARKS = 68
 # Why a frame has no usable face, in the order the faces stage checks. `undecoded`: on the timeline but the
 # frame did not decode; `no_face`: no face of this person found (or the person is off screen); `small`,
@@ -140,21 +141,13 @@ class FaceTableBuilder:
     def finish(self) -> pl.DataFrame:
         """The table (schema in the module docstring), with `status` and `fill_from` worked out."""
         n = len(self.frames)
-        frames = np.asarray(self.frames, dtype=np.int32)
-        usable = np.array([reason is None for reason in self.reasons], dtype=bool)
-        nearest = nearest_usable(usable)
         scalars = np.stack(self.scalars) if n else np.zeros((0, 9), np.float32)
-        persons = np.asarray(self.persons, dtype=np.int32)
-        status = np.where(usable, "face", np.where(nearest >= 0, "filled", "none"))
-        fill_from = np.where(nearest >= 0, frames[np.clip(nearest, 0, None)] if n else nearest, -1)
         table = pl.DataFrame(
             {
-                "frame": pl.Series(frames, dtype=pl.Int32),
-                "has_face": pl.Series(usable, dtype=pl.Boolean),
-                "status": pl.Series(status.tolist() if n else [], dtype=pl.String),
+                "frame": pl.Series(self.frames, dtype=pl.Int32),
+                "has_face": pl.Series([reason is None for reason in self.reasons], dtype=pl.Boolean),
                 "reason": pl.Series(self.reasons, dtype=pl.String),
-                "fill_from": pl.Series(fill_from, dtype=pl.Int32),
-                "person": pl.Series(persons, dtype=pl.Int32),
+                "person": pl.Series(self.persons, dtype=pl.Int32),
                 "origin": pl.Series(self.origins, dtype=pl.String),
                 **{
                     name: pl.Series(scalars[:, i], dtype=pl.Float32)
@@ -168,7 +161,6 @@ class FaceTableBuilder:
         )
         # -1 / NaN sentinels become nulls: a reader should never mistake them for values.
         table = table.with_columns(
-            pl.when(pl.col("fill_from") >= 0).then(pl.col("fill_from")).alias("fill_from"),
             pl.when(pl.col("person") >= 0).then(pl.col("person")).alias("person"),
             *(
                 pl.when(pl.col(name).is_not_nan()).then(pl.col(name)).alias(name)
@@ -179,7 +171,20 @@ class FaceTableBuilder:
                 for name in ["landmarks5", "landmarks"]
             ),
         )
-        return table.select(COLUMNS)
+        return with_status(table)
+
+
+def with_status(table: pl.DataFrame) -> pl.DataFrame:
+    """Work out `status` and `fill_from` from `has_face` (rows in frame order); columns in `COLUMNS` order."""
+    usable = table["has_face"].to_numpy()
+    frames = table["frame"].to_numpy()
+    nearest = nearest_usable(usable)
+    status = np.where(usable, "face", np.where(nearest >= 0, "filled", "none"))
+    fill_from = pl.Series("fill_from", frames[np.clip(nearest, 0, None)] if len(frames) else [], pl.Int32)
+    return table.with_columns(
+        pl.Series("status", status.tolist(), dtype=pl.String),
+        pl.when(pl.Series(nearest >= 0)).then(fill_from).alias("fill_from"),
+    ).select(COLUMNS)
 
 
 def _flat(points: np.ndarray | None, width: int) -> np.ndarray:
