@@ -61,6 +61,11 @@ def encoder_checkpoint(model_dir: Path) -> Path:
     return Path(model_dir) / ENCODER
 
 
+def view_encoder(finetune_dir: Path, view: str) -> Path:
+    """The run's encoder fine-tuned on one view's crops (models/finetune/<run>/<view>/encoder.pt)."""
+    return Path(finetune_dir) / view / ENCODER
+
+
 def history(model_dir: Path) -> Path:
     """Per-epoch losses and validation scores (no wall-clock time: later stages may read it)."""
     return Path(model_dir) / HISTORY

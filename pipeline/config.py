@@ -83,14 +83,19 @@ class FacesConfig:
 @dataclass(frozen=True)
 class PretrainConfig:
     encoder: str
-    view: str
+    views: tuple[str, ...]  # crops of these views are pooled into one training set (one encoder)
     frame_stride: int
+    init: str  # "" (random init) or an external checkpoint path (MAE reference, MAE-Face, ViTMAE)
+    init_layout: str  # pipeline.models.checkpoints.LAYOUTS key, or "auto"
     mask_ratio: float
     decoder_dim: int
     decoder_depth: int
     norm_pix_loss: bool
-    epochs: int
+    crop_scale_min: float  # random resized crop keeps [crop_scale_min, 1] of the area (1.0 = off)
+    hflip: bool
+    epochs: int  # 0 with an init: use the init as it is (pretraining skipped)
     batch_size: int
+    accumulation: int
     lr: float
     weight_decay: float
     warmup_epochs: float
@@ -109,7 +114,8 @@ class FoldsConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    view: str
+    recipe: str  # pipeline.training.recipes.RECIPES key: plain | cotex | emma | chain
+    views: tuple[str, ...]  # one encoder fine-tuned per view (seed 000's dual view: face + eye_mouth)
     tasks: tuple[str, ...]
     frame_stride: int
     epochs: int
@@ -124,12 +130,20 @@ class FinetuneConfig:
     accumulation: int
     ema_decay: float
     class_balance: bool
+    crop_margin: float  # resize to (1 + m) x the input, random crop back (seed 001: 232 -> 224, m = 0.036)
+    colour_jitter: float  # brightness / contrast / saturation jitter strength (0 = off)
+    mixup_alpha: float  # Beta(a, a) mixup of images and targets (0 = off)
+    cutmix_alpha: float  # Beta(a, a) cutmix (0 = off; with both on, each batch picks one)
+    cotex_mask_ratio: float  # masked CoTEX: share of patches each of the two ViTs does not see
+    cotex_weight: float  # masked CoTEX: weight of the JS-divergence consistency term
     seed: int
 
 
 @dataclass(frozen=True)
 class FeaturesConfig:
     views: tuple[str, ...]
+    pool: str  # mean (of the patch tokens, as fine-tuned) | cls (the class token)
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -313,14 +327,21 @@ def check(config: Config, source: str = "params.yaml") -> None:
         config.faces.source in FACE_SOURCES,
         f"{source}: faces.source must be one of {', '.join(FACE_SOURCES)}, got {config.faces.source!r}",
     )
-    for key, view in (("pretrain.view", config.pretrain.view), ("finetune.view", config.finetune.view)):
-        _require(
-            view in produced, f"{source}: {key} '{view}' is not produced by faces.views {sorted(produced)}"
-        )
+    for key, views in (("pretrain.views", config.pretrain.views), ("finetune.views", config.finetune.views)):
+        _require(bool(views), f"{source}: {key} is empty")
+        _require(len(set(views)) == len(views), f"{source}: {key} lists a view twice: {list(views)}")
+        for view in views:
+            _require(
+                view in produced,
+                f"{source}: {key} has '{view}', not produced by faces.views {sorted(produced)}",
+            )
     for view in config.features.views:
         _require(
-            view in produced, f"{source}: features.views has '{view}', not in faces.views {sorted(produced)}"
+            view in config.finetune.views,
+            f"{source}: features.views has '{view}', but no encoder is fine-tuned on it "
+            f"(finetune.views {list(config.finetune.views)})",
         )
+    _check_encoder_sections(config, source)
     for view in config.train.views:
         _require(
             view in config.features.views,
@@ -358,15 +379,66 @@ def check(config: Config, source: str = "params.yaml") -> None:
     _require(len(set(train.seeds)) == len(train.seeds), f"{source}: train.seeds repeats a seed")
     for section in (config.pretrain, config.finetune, train):
         name = type(section).__name__.removesuffix("Config").lower()
-        _require(section.epochs >= 1, f"{source}: {name}.epochs must be >= 1")
+        if section is config.pretrain and config.pretrain.init:
+            _require(section.epochs >= 0, f"{source}: pretrain.epochs must be >= 0")
+        else:
+            _require(
+                section.epochs >= 1,
+                f"{source}: {name}.epochs must be >= 1"
+                + (" (0 skips pretraining only with a pretrain.init checkpoint)" if name == "pretrain" else ""),
+            )
         _require(section.batch_size >= 1, f"{source}: {name}.batch_size must be >= 1")
         _require(section.lr > 0, f"{source}: {name}.lr must be > 0")
     _check_ranges(config, source)
     _require(config.finetune.accumulation >= 1, f"{source}: finetune.accumulation must be >= 1")
+    _require(config.pretrain.accumulation >= 1, f"{source}: pretrain.accumulation must be >= 1")
     _require(config.finetune.frozen_blocks >= 0, f"{source}: finetune.frozen_blocks must be >= 0")
     _require(0 <= config.finetune.ema_decay < 1, f"{source}: finetune.ema_decay must be in [0, 1)")
     _require(0 < config.pretrain.mask_ratio < 1, f"{source}: pretrain.mask_ratio must be in (0, 1)")
     check_runs(config.folds.runs, source)
+
+
+# Fine-tuning recipes (pipeline.training.recipes.RECIPES has one entry each; a test keeps them equal).
+FINETUNE_RECIPES = ("plain", "cotex", "emma", "chain")
+# Key layouts of encoder checkpoints (pipeline.models.checkpoints.LAYOUTS, plus "auto": detected).
+CHECKPOINT_LAYOUTS = ("auto", "timm", "mae_face", "vitmae_hf")
+FEATURE_POOLS = ("mean", "cls")
+
+
+def _check_encoder_sections(config: Config, source: str) -> None:
+    """pretrain / finetune / features knobs that depend on each other."""
+    pre, fine = config.pretrain, config.finetune
+    _require(
+        pre.init_layout in CHECKPOINT_LAYOUTS,
+        f"{source}: pretrain.init_layout must be one of {', '.join(CHECKPOINT_LAYOUTS)}, got '{pre.init_layout}'",
+    )
+    _require(
+        fine.recipe in FINETUNE_RECIPES,
+        f"{source}: finetune.recipe must be one of {', '.join(FINETUNE_RECIPES)}, got '{fine.recipe}'",
+    )
+    _require(
+        config.features.pool in FEATURE_POOLS,
+        f"{source}: features.pool must be one of {', '.join(FEATURE_POOLS)}, got '{config.features.pool}'",
+    )
+    image_augment = {
+        "crop_margin": fine.crop_margin,
+        "colour_jitter": fine.colour_jitter,
+        "mixup_alpha": fine.mixup_alpha,
+        "cutmix_alpha": fine.cutmix_alpha,
+    }
+    used = [f"finetune.{k}" for k, v in image_augment.items() if v > 0]
+    _require(
+        not (used and fine.frozen_blocks > 0),
+        f"{source}: {', '.join(used)} change the images, so every block must see them: set "
+        f"finetune.frozen_blocks to 0 (it is {fine.frozen_blocks}; frozen blocks reuse cached tokens)",
+    )
+    if fine.recipe == "emma":
+        for name in ("expr", "au", "va"):
+            _require(name in fine.tasks, f"{source}: finetune.recipe emma needs '{name}' in finetune.tasks")
+        _require(
+            "face" in config.faces.views,
+            f"{source}: finetune.recipe emma runs the expression CNN on the face view: add 'face' to faces.views",
+        )
 
 
 # (section, key, lowest, highest), bounds included: value ranges checked at load time.
@@ -406,6 +478,14 @@ RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("finetune", "layer_decay", 0, 1),
     ("finetune", "drop_path", 0, 1),
     ("finetune", "clip_grad", 0, float("inf")),
+    ("finetune", "crop_margin", 0, 1),
+    ("finetune", "colour_jitter", 0, 1),
+    ("finetune", "mixup_alpha", 0, float("inf")),
+    ("finetune", "cutmix_alpha", 0, float("inf")),
+    ("finetune", "cotex_mask_ratio", 0, 0.95),
+    ("finetune", "cotex_weight", 0, float("inf")),
+    ("pretrain", "crop_scale_min", 0.05, 1),
+    ("features", "batch_size", 1, float("inf")),
     ("train", "weight_decay", 0, float("inf")),
     ("train", "warmup_epochs", 0, float("inf")),
     ("train", "clip_grad", 0, float("inf")),
