@@ -1,7 +1,8 @@
-"""Stage finetune@<run>: fine-tune the MAE-pretrained encoder on the run's training tracks only.
+"""Stage finetune@<run>: fine-tune the MAE-pretrained encoder on the run's training tracks only, one
+encoder per view in `finetune.views`, by the recipe `finetune.recipe`.
 
-The run's tune and test tracks never lend their labels to its encoder (the tune tracks are scored after
-every epoch, for watching only). Outputs (under --out): encoder.pt, history.json.
+The run's tune and test tracks never lend their labels to its encoders (the tune tracks are scored after
+every epoch, for watching only). Outputs: <out>/<view>/encoder.pt and <out>/<view>/history.json.
 """
 
 from __future__ import annotations
@@ -15,13 +16,44 @@ import polars as pl
 
 import pipeline  # noqa: F401
 from pipeline import artifacts
-from pipeline.config import load_config
+from pipeline.config import FinetuneConfig, load_config
 from pipeline.evaluation.folds import run_tracks
 from pipeline.faces.crops import gather_crops
 from pipeline.features.sequences import crop_targets, present_tasks
 from pipeline.models.encoders import load_checkpoint, save_checkpoint
 from pipeline.runtime import configure_torch
-from pipeline.training.finetune import finetune_encoder
+from pipeline.tasks.definitions import get_tasks
+from pipeline.training.finetune import CHAIN_TASK, run_recipe
+from pipeline.training.recipe_inputs import recipe_extras
+
+
+def finetune_view(
+    view: str, cfg: FinetuneConfig, tracks: dict[str, list[str]], args: argparse.Namespace, device: str
+) -> None:
+    """Fine-tune one view's encoder and write it under <out>/<view>/."""
+    images, index = gather_crops(args.faces, tracks["train"], view, stride=cfg.frame_stride)
+    faceless = sorted(set(tracks["train"]) - set(index["track"].to_list()))
+    if faceless:
+        print(f"finetune {args.run}: training track(s) without any face, nothing to learn from: {faceless}")
+    label_tasks = get_tasks([*cfg.tasks, CHAIN_TASK] if cfg.recipe == "chain" else cfg.tasks)
+    targets = crop_targets(index, args.frames, label_tasks)
+    val_images, val_index = gather_crops(args.faces, tracks["tune"], view, stride=cfg.frame_stride)
+    val_targets = crop_targets(val_index, args.frames, label_tasks)
+    extra = recipe_extras(cfg.recipe, args.faces, index, cfg.frame_stride, device)
+    val_extra = recipe_extras(cfg.recipe, args.faces, val_index, cfg.frame_stride, device)
+    print(
+        f"finetune {args.run} [{view}]: {len(images)} crops of {len(tracks['train'])} training tracks; "
+        f"recipe {cfg.recipe}, tasks {list(cfg.tasks)}"
+    )
+    init = load_checkpoint(artifacts.encoder_checkpoint(args.pretrain))
+    checkpoint, history = run_recipe(
+        images, targets, cfg, init=init, device=device, val_images=val_images, val_targets=val_targets,
+        extra=extra, val_extra=val_extra,
+    )
+    checkpoint["config"] |= {"run": args.run, "view": view}
+    path = artifacts.view_encoder(args.out, view)
+    save_checkpoint(checkpoint, path)
+    artifacts.history(path.parent).write_text(json.dumps(history, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,25 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     tracks = run_tracks(pl.read_parquet(artifacts.roles_table(args.splits)), args.run)
     tasks = present_tasks(args.frames, cfg.tasks, "finetune.tasks")
     cfg = dataclasses.replace(cfg, tasks=tuple(task.name for task in tasks))
-    images, index = gather_crops(args.faces, tracks["train"], cfg.view, stride=cfg.frame_stride)
-    faceless = sorted(set(tracks["train"]) - set(index["track"].to_list()))
-    if faceless:
-        print(f"finetune {args.run}: training track(s) without any face, nothing to learn from: {faceless}")
-    targets = crop_targets(index, args.frames, tasks)
-    val_images, val_index = gather_crops(args.faces, tracks["tune"], cfg.view, stride=cfg.frame_stride)
-    val_targets = crop_targets(val_index, args.frames, tasks)
-    print(
-        f"finetune {args.run}: {len(images)} crops of {len(tracks['train'])} training tracks; "
-        f"tasks {list(cfg.tasks)}"
-    )
-    init = load_checkpoint(artifacts.encoder_checkpoint(args.pretrain))
-    checkpoint, history = finetune_encoder(
-        images, targets, cfg, init=init, device=device, val_images=val_images, val_targets=val_targets
-    )
-    checkpoint["config"]["run"] = args.run
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(checkpoint, artifacts.encoder_checkpoint(args.out))
-    artifacts.history(args.out).write_text(json.dumps(history, indent=1) + "\n")
+    for view in cfg.views:
+        finetune_view(view, cfg, tracks, args, device)
 
 
 if __name__ == "__main__":

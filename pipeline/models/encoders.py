@@ -12,7 +12,8 @@ fine-tuned by the MAE reference (`fc_norm` + `head`, no `norm`).
 
 Checkpoints we save are dicts of plain types and tensors (never pickled modules):
 `{"model": state_dict, "encoder": name, "encoder_kwargs": {...}, "feature_dim": D, "config": {...}}`, plus
-optional extra keys (fine-tuning heads, the MAE decoder) that loaders ignore.
+optional extra keys (fine-tuning heads, the MAE decoder) that loaders ignore. Foreign checkpoints (MAE
+reference, MAE-Face, HuggingFace ViTMAE) are mapped to our naming by `pipeline.models.checkpoints`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+
+from pipeline.models.checkpoints import CheckpointKeyError, format_keys, to_timm_state
 
 # Architecture kwargs shared by every entry; an entry or a caller's override replaces any of them.
 COMMON_KWARGS: dict[str, Any] = {
@@ -129,61 +132,108 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(Path(path), map_location="cpu", weights_only=True)
 
 
-def _state_dict_of(path_or_state: str | Path | dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The encoder state dict inside a path, a checkpoint dict (`model` key) or a bare state dict."""
-    state = load_checkpoint(path_or_state) if isinstance(path_or_state, (str, Path)) else path_or_state
-    if "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    # Checkpoints saved from DistributedDataParallel prefix every key with "module."
-    return {k.removeprefix("module."): v for k, v in state.items()}
+def _state_dict_of(
+    path_or_state: str | Path | dict[str, Any], layout: str = "auto"
+) -> dict[str, torch.Tensor]:
+    """The encoder weights in timm naming inside a checkpoint file, a checkpoint dict or a state dict.
+
+    Files are read with `load_checkpoint`, or with safetensors for `.safetensors` (HuggingFace's default
+    format); `pipeline.models.checkpoints.to_timm_state` then unwraps and maps `layout` to timm names.
+    """
+    if isinstance(path_or_state, (str, Path)):
+        path = Path(path_or_state)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file  # a timm dependency
+
+            path_or_state = load_file(path, device="cpu")
+        else:
+            path_or_state = load_checkpoint(path)
+    return to_timm_state(path_or_state, layout)
 
 
-# Keys of a MAE reference checkpoint that are not part of the encoder: the decoder and the mask token.
-DROPPED_PREFIXES = ("decoder_", "mask_token", "head.")
-# Freshly initialised when absent from the checkpoint (the MAE reference asserts the same set).
+# Freshly initialised when absent from the checkpoint (the MAE reference asserts the same set when it
+# fine-tunes with global pooling). Keys dropped from foreign checkpoints are listed per layout in
+# `pipeline.models.checkpoints` (decoder, mask token, classifier head).
 ALLOWED_MISSING = {"head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias"}
 
 
-def load_encoder_checkpoint(
-    encoder: VisionTransformer, path_or_state: str | Path | dict[str, Any]
-) -> VisionTransformer:
-    """Load encoder weights from our checkpoints or the MAE reference format, checking keys strictly.
+def _check_final_norm(encoder: VisionTransformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Match the checkpoint's final norm (`norm` per token, or `fc_norm` after pooling) to the encoder's.
 
-    Accepted: `{"model": state_dict}` with timm ViT naming (MAE reference, MAE-Face, ours) or a bare
-    state dict. Dropped on purpose: `decoder_*`, `mask_token`, a classifier `head.*`, and the encoder's
-    final `norm.*` when the encoder pools with a fresh `fc_norm` instead (as MAE reference fine-tuning does).
-    The position embedding is resampled when the checkpoint's patch grid differs.
+    An `fc_norm` encoder takes a pretraining checkpoint's `norm` out and starts `fc_norm` fresh, as MAE
+    reference fine-tuning does. A checkpoint whose trained `fc_norm` replaced `norm` needs an `fc_norm`
+    encoder: loading it into a `norm` encoder would leave the norm untrained, so it is an error.
+    """
+    encoder_has_norm = not isinstance(encoder.norm, nn.Identity)
+    encoder_has_fc_norm = not isinstance(encoder.fc_norm, nn.Identity)
+    has_norm = any(k.startswith("norm.") for k in state)
+    has_fc_norm = any(k.startswith("fc_norm.") for k in state)
+    if has_fc_norm and not has_norm and encoder_has_norm and not encoder_has_fc_norm:
+        raise CheckpointKeyError(
+            "the checkpoint pools with `fc_norm` (MAE-style fine-tuning with global pooling) and has no "
+            "final `norm`, but this encoder has `norm` and no `fc_norm`: build the encoder with "
+            "`create_encoder(name, fc_norm=True)` (import_checkpoint(..., fc_norm=True))"
+        )
+    if has_norm and not encoder_has_norm and encoder_has_fc_norm:
+        state = {k: v for k, v in state.items() if not k.startswith("norm.")}
+    return state
+
+
+def load_encoder_checkpoint(
+    encoder: VisionTransformer, path_or_state: str | Path | dict[str, Any], layout: str = "auto"
+) -> VisionTransformer:
+    """Load encoder weights from our checkpoints or a foreign layout, checking keys strictly.
+
+    The weights go through `pipeline.models.checkpoints.to_timm_state` (layouts "timm": ours and the MAE
+    reference, "mae_face", "vitmae_hf": HuggingFace ViTMAE; "auto" detects), which drops decoders, mask
+    tokens and classifier heads and rejects keys it does not know. Then:
+    - final norm: an encoder built with `fc_norm=True` drops the checkpoint's per-token `norm` (as MAE
+      fine-tuning does); a checkpoint with `fc_norm` and no `norm` needs such an encoder (else an error);
+    - the position embedding [1, 1 + L, D] is resampled (bicubic, cls position kept) when the checkpoint's
+      patch grid differs from the encoder's (another `img_size`);
+    - the keys must match the encoder's exactly, but for `ALLOWED_MISSING`, and so must the shapes.
 
     Args:
         encoder: the model to fill, in place.
-        path_or_state: a checkpoint path, a checkpoint dict or a state dict.
+        path_or_state: a checkpoint path (`.pth`, `.pt`, `.bin`, `.safetensors`), a checkpoint dict or a
+            state dict.
+        layout: a `pipeline.models.checkpoints.LAYOUTS` key, or "auto".
 
     Returns:
         The same encoder.
 
     Raises:
-        KeyError: the checkpoint has encoder keys this encoder lacks, or misses keys other than
-            `ALLOWED_MISSING` (a wrong architecture or a non-encoder checkpoint).
+        KeyError (CheckpointKeyError): unknown keys for the layout, or keys missing from / unexpected by
+            this encoder (a wrong architecture); the message lists them.
+        ValueError: tensors whose shapes differ from the encoder's (other than a resampled `pos_embed`).
     """
-    state = _state_dict_of(path_or_state)
-    state = {k: v for k, v in state.items() if not k.startswith(DROPPED_PREFIXES)}
-    if isinstance(encoder.norm, nn.Identity):
-        state = {k: v for k, v in state.items() if not k.startswith("norm.")}
+    state = _check_final_norm(encoder, _state_dict_of(path_or_state, layout))
 
-    if "pos_embed" in state and state["pos_embed"].shape != encoder.pos_embed.shape:
+    pos_embed = state.get("pos_embed")
+    if pos_embed is not None and pos_embed.shape[1] != encoder.pos_embed.shape[1]:
         state["pos_embed"] = resample_abs_pos_embed(
-            state["pos_embed"],
+            pos_embed,
             new_size=list(encoder.patch_embed.grid_size),
             num_prefix_tokens=encoder.num_prefix_tokens,
         )
 
-    own_keys = set(encoder.state_dict())
-    unexpected = sorted(set(state) - own_keys)
-    if unexpected:
-        raise KeyError(f"checkpoint has keys this encoder lacks (wrong architecture?): {unexpected}")
-    missing = sorted(own_keys - set(state) - ALLOWED_MISSING)
-    if missing:
-        raise KeyError(f"checkpoint misses encoder keys: {missing}")
+    own = encoder.state_dict()
+    unexpected = set(state) - set(own)
+    missing = set(own) - set(state) - ALLOWED_MISSING
+    if unexpected or missing:
+        raise CheckpointKeyError(
+            "the checkpoint does not fit this encoder (wrong architecture or registry entry?): "
+            f"{len(missing)} missing keys: {format_keys(missing) or '-'}; "
+            f"{len(unexpected)} unexpected keys: {format_keys(unexpected) or '-'}"
+        )
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape
+    ]
+    if wrong:
+        raise ValueError(
+            f"checkpoint tensors have other shapes than this encoder's (checkpoint vs encoder): "
+            f"{format_keys(wrong)}"
+        )
     encoder.load_state_dict(state, strict=False)
     return encoder
 
@@ -201,20 +251,23 @@ def encoder_from_checkpoint(checkpoint: dict[str, Any], **overrides: Any) -> Vis
 
 
 def import_checkpoint(
-    path_or_state: str | Path | dict[str, Any], name: str, **overrides: Any
+    path_or_state: str | Path | dict[str, Any], name: str, layout: str = "auto", **overrides: Any
 ) -> dict[str, Any]:
-    """Wrap external encoder weights (MAE reference, MAE-Face) into our checkpoint format.
+    """Wrap external encoder weights (MAE reference, MAE-Face, HuggingFace ViTMAE) into our checkpoint format.
 
-    The weights go through `load_encoder_checkpoint` (strict key checks, pos_embed resampling), so the
-    result can seed `pipeline.training.finetune.finetune_encoder(init=...)` or `extract_features` directly.
+    The weights go through `load_encoder_checkpoint` (layout mapping, strict key checks, pos_embed
+    resampling), so the result can seed `pipeline.training.finetune.finetune_encoder(init=...)` or
+    `extract_features` directly.
 
     Args:
         path_or_state: external checkpoint path or dict.
         name: registry entry with the matching architecture (e.g. "vit_base_224" for ViT-B/16 MAE weights).
-        **overrides: architecture overrides (e.g. `img_size=112` to resample to smaller crops).
+        layout: a `pipeline.models.checkpoints.LAYOUTS` key, or "auto" to detect it from the keys.
+        **overrides: architecture overrides (e.g. `img_size=112` to resample to smaller crops, `fc_norm=True`
+            for a checkpoint fine-tuned with global pooling).
     """
     kwargs = encoder_kwargs(name, **overrides)
-    encoder = load_encoder_checkpoint(create_encoder(name, **kwargs), path_or_state)
+    encoder = load_encoder_checkpoint(create_encoder(name, **kwargs), path_or_state, layout)
     source = str(path_or_state) if isinstance(path_or_state, (str, Path)) else "state dict"
     return {
         "model": {k: v.detach().clone() for k, v in encoder.state_dict().items()},

@@ -80,8 +80,10 @@ class MaskedAutoencoder(nn.Module):
         decoder_depth: decoder blocks (8 in the reference).
         decoder_heads: decoder attention heads.
         norm_pix_loss: regress per-patch normalised pixels (the reference's better setting).
-        fixed_pos_embed: overwrite the encoder's position embedding with fixed 2D sin-cos values and freeze
-            it, as the reference pretrains; it stays trainable (as an ordinary parameter) in fine-tuning.
+        fixed_pos_embed: overwrite the encoder's position embedding with fixed 2D sin-cos values, as the
+            reference pretrains (False keeps the values of a loaded checkpoint, e.g. continued pretraining
+            from MAE-Face). Either way it is frozen during pretraining; fine-tuning trains it as an ordinary
+            parameter.
     """
 
     def __init__(
@@ -110,7 +112,7 @@ class MaskedAutoencoder(nn.Module):
         if fixed_pos_embed:
             with torch.no_grad():
                 encoder.pos_embed.copy_(sincos_pos_embed_2d(embed_dim, self.grid_size))
-            encoder.pos_embed.requires_grad_(False)
+        encoder.pos_embed.requires_grad_(False)
 
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))

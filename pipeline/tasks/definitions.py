@@ -27,6 +27,8 @@ COMPOUND_CLASSES = (
     "Sadly_Fearful",
     "Sadly_Angry",
 )
+# Seed 002's multi-label basic-emotion classifier: the six basic emotions of the EXPR classes.
+BASIC_EMOTIONS = ("Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
 MIMICRY_NAMES = ("Admiration", "Amusement", "Determination", "Empathic Pain", "Excitement", "Joy")
 
 
@@ -44,6 +46,8 @@ class Task:
         level: "frame" (one target per frame) or "video" (one target per track).
         challenge_dirs: Aff-Wild2 annotation folder names for this task (first = preferred); empty for
             tasks read from other datasets.
+        derived_from: for a task without annotation files of its own, the task whose labels it is computed
+            from (`DERIVED_TARGETS[name]` maps that task's label columns to this task's targets).
     """
 
     name: str
@@ -54,6 +58,7 @@ class Task:
     metric: str
     level: str = "frame"
     challenge_dirs: tuple[str, ...] = ()
+    derived_from: str = ""  # another task whose label columns this one's targets are computed from
 
     def __post_init__(self) -> None:
         if self.level not in ("frame", "video"):
@@ -97,6 +102,17 @@ TASKS: dict[str, Task] = {
         metric="mean_ccc",
         challenge_dirs=("VA_Estimation_Challenge",),
     ),
+    # Seed 002: the six basic emotions as independent labels (from the EXPR labels; Neutral = none of them),
+    # the fine-tuning target whose probabilities score the compound classes. Not a challenge track.
+    "basic": Task(
+        name="basic",
+        kind="multilabel",
+        columns=("expr",),
+        class_names=BASIC_EMOTIONS,
+        invalid=-1,
+        metric="mean_binary_f1",
+        derived_from="expr",
+    ),
     # C-EXPR-DB: 7 compound classes per frame (seed 002); the reader comes with issue 9.
     "ce": Task(
         name="ce",
@@ -127,3 +143,21 @@ def get_task(name: str) -> Task:
 
 def get_tasks(names: list[str] | tuple[str, ...]) -> list[Task]:
     return [get_task(name) for name in names]
+
+
+def basic_emotions_from_expr(values: np.ndarray) -> np.ndarray:
+    """EXPR class indices [N, 1] -> basic-emotion targets float32 [N, 6] (seed 002's multi-label form).
+
+    A basic expression is one positive label; Neutral is all zeros (none of the six); "Other" and unlabelled
+    frames are invalid (-1 in every column), since "Other" may hold any mixture of the six.
+    """
+    expr = np.asarray(values).reshape(-1).astype(np.int64)
+    out = np.zeros((len(expr), len(BASIC_EMOTIONS)), dtype=np.float32)
+    for i, name in enumerate(BASIC_EMOTIONS):
+        out[expr == EXPR_CLASSES.index(name), i] = 1.0
+    out[(expr < 0) | (expr == EXPR_CLASSES.index("Other"))] = -1.0
+    return out
+
+
+# task name -> function from the source task's label columns [N, k] to this task's targets.
+DERIVED_TARGETS = {"basic": basic_emotions_from_expr}
