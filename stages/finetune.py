@@ -47,8 +47,15 @@ def finetune_view(
     )
     init = load_checkpoint(artifacts.encoder_checkpoint(args.pretrain))
     checkpoint, history = run_recipe(
-        images, targets, cfg, init=init, device=device, val_images=val_images, val_targets=val_targets,
-        extra=extra, val_extra=val_extra,
+        images,
+        targets,
+        cfg,
+        init=init,
+        device=device,
+        val_images=val_images,
+        val_targets=val_targets,
+        extra=extra,
+        val_extra=val_extra,
     )
     checkpoint["config"] |= {"run": args.run, "view": view}
     path = artifacts.view_encoder(args.out, view)

@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     start = f"from {cfg.init}" if cfg.init else "from random weights"
     print(f"pretrain: {len(images)} crops of {len(tracks)} tracks (views {list(cfg.views)}), {start}")
     key = resume.unit_key(
-        {"config": dataclasses.asdict(cfg), "images": len(images), "faces": resume.file_digest(artifacts.faces_summary(args.faces))}
+        {
+            "config": dataclasses.asdict(cfg),
+            "images": len(images),
+            "faces": resume.file_digest(artifacts.faces_summary(args.faces)),
+        }
     )
     resume_path = RESUME_DIR / f"pretrain-{key[:16]}.pt"
     checkpoint, history = pretrain_mae(images, cfg, device=device, resume_path=resume_path)

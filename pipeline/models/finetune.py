@@ -53,7 +53,9 @@ class FinetuneModel(nn.Module):
     def training_outputs(self, x: torch.Tensor, tokens: bool = False, **extra: torch.Tensor) -> Outputs:
         return self(x, tokens, **extra)
 
-    def training_loss(self, outputs: Outputs, targets: Outputs, weights: Outputs) -> tuple[torch.Tensor, dict]:
+    def training_loss(
+        self, outputs: Outputs, targets: Outputs, weights: Outputs
+    ) -> tuple[torch.Tensor, dict]:
         return multitask_loss(self.tasks, outputs, targets, weights)
 
 
@@ -139,7 +141,12 @@ class EmmaModel(nn.Module):
     """
 
     def __init__(
-        self, encoder: nn.Module, tasks: list[Task], *, frozen_blocks: int = 0, cnn_classes: int = 7,
+        self,
+        encoder: nn.Module,
+        tasks: list[Task],
+        *,
+        frozen_blocks: int = 0,
+        cnn_classes: int = 7,
         hidden: int = 64,
     ) -> None:
         super().__init__()
@@ -150,7 +157,9 @@ class EmmaModel(nn.Module):
         self.va = next(t for t in tasks if t.name == "va")
         self.backbone = FinetuneModel(encoder, [t for t in tasks if t.name != "va"], frozen_blocks)
         scores = sum(t.num_outputs for t in self.backbone.tasks) + cnn_classes
-        self.va_head = nn.Sequential(nn.Linear(scores, hidden), nn.GELU(), nn.Linear(hidden, self.va.num_outputs))
+        self.va_head = nn.Sequential(
+            nn.Linear(scores, hidden), nn.GELU(), nn.Linear(hidden, self.va.num_outputs)
+        )
 
     encoder_prefix = "backbone.encoder."
 
@@ -168,5 +177,7 @@ class EmmaModel(nn.Module):
     def training_outputs(self, x: torch.Tensor, tokens: bool = False, **extra: torch.Tensor) -> Outputs:
         return self(x, tokens, **extra)
 
-    def training_loss(self, outputs: Outputs, targets: Outputs, weights: Outputs) -> tuple[torch.Tensor, dict]:
+    def training_loss(
+        self, outputs: Outputs, targets: Outputs, weights: Outputs
+    ) -> tuple[torch.Tensor, dict]:
         return multitask_loss(self.tasks, outputs, targets, weights)

@@ -94,8 +94,12 @@ def build_model(recipe: str, vit: nn.Module, tasks: list[Task], config: Finetune
     if recipe == "cotex":
         generator = torch.Generator().manual_seed(config.seed + 1)  # the two ViTs' masks
         return CotexModel(
-            vit, tasks, frozen_blocks=frozen, mask_ratio=config.cotex_mask_ratio,
-            weight=config.cotex_weight, generator=generator,
+            vit,
+            tasks,
+            frozen_blocks=frozen,
+            mask_ratio=config.cotex_mask_ratio,
+            weight=config.cotex_weight,
+            generator=generator,
         )
     if recipe == "emma":
         return EmmaModel(vit, tasks, frozen_blocks=frozen)
@@ -192,7 +196,9 @@ def finetune_encoder(
     mixing = augment and (config.mixup_alpha > 0 or config.cutmix_alpha > 0)
 
     def augmenter(x: torch.Tensor) -> torch.Tensor:
-        return finetune_augment(x, generator, crop_margin=config.crop_margin, colour_jitter=config.colour_jitter)
+        return finetune_augment(
+            x, generator, crop_margin=config.crop_margin, colour_jitter=config.colour_jitter
+        )
 
     def loss_of(outputs, y: dict[str, torch.Tensor]):
         return model.training_loss(outputs, y, weights)
@@ -266,7 +272,9 @@ def run_recipe(
         return finetune_encoder(images, targets, config, init=init, **kwargs)
     first, history = finetune_encoder(images, targets, config, init=init, recipe="plain", **kwargs)
     second_config = dataclasses.replace(config, tasks=(CHAIN_TASK,))
-    final, second_history = finetune_encoder(images, targets, second_config, init=first, recipe="plain", **kwargs)
+    final, second_history = finetune_encoder(
+        images, targets, second_config, init=first, recipe="plain", **kwargs
+    )
     final["recipe"] = "chain"
     final["config"]["chain_first_tasks"] = list(config.tasks)
     history = [r | {"phase": 0} for r in history] + [r | {"phase": 1} for r in second_history]
@@ -276,7 +284,9 @@ def run_recipe(
 def load_recipe_model(checkpoint: dict[str, Any], device: str = "cpu") -> nn.Module:
     """Rebuild a fine-tuned recipe model (encoder + heads) from its checkpoint, in eval mode."""
     known = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in checkpoint["config"].items() if k in known}
+    values = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in checkpoint["config"].items() if k in known
+    }
     config = dataclasses.replace(FinetuneConfig(**values), tasks=tuple(checkpoint["tasks"]), frozen_blocks=0)
     vit = create_encoder(checkpoint["encoder"], **checkpoint["encoder_kwargs"])
     recipe = "plain" if checkpoint["recipe"] == "chain" else checkpoint["recipe"]

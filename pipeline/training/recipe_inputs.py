@@ -31,5 +31,7 @@ def recipe_extras(
     tracks = list(dict.fromkeys(index["track"].to_list()))
     faces, face_index = gather_crops(faces_dir, tracks, EMMA_VIEW, stride=stride)
     if not face_index.equals(index):
-        raise ValueError(f"{faces_dir}: the '{EMMA_VIEW}' crops are not of the same frames as the recipe's view")
+        raise ValueError(
+            f"{faces_dir}: the '{EMMA_VIEW}' crops are not of the same frames as the recipe's view"
+        )
     return {"fer": fer_scores(load_fer_cnn(), faces, device=device).astype(np.float32)}

@@ -18,8 +18,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _config(**changes):
     base = dict(
-        encoder="vit_tiny_112", epochs=1, batch_size=16, lr=3e-3, warmup_epochs=0.5, decoder_dim=32,
-        decoder_depth=1, seed=0,
+        encoder="vit_tiny_112",
+        epochs=1,
+        batch_size=16,
+        lr=3e-3,
+        warmup_epochs=0.5,
+        decoder_dim=32,
+        decoder_depth=1,
+        seed=0,
     )
     return dataclasses.replace(CONFIG.pretrain, **(base | changes))
 

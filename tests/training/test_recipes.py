@@ -15,8 +15,8 @@ from pipeline.features.sequences import TrackSequence
 from pipeline.inference.images import extract_features
 from pipeline.inference.sequences import predict_sequence
 from pipeline.models.encoders import load_checkpoint, save_checkpoint
-from pipeline.models.sequence import model_from_checkpoint
 from pipeline.models.finetune import FinetuneModel
+from pipeline.models.sequence import model_from_checkpoint
 from pipeline.training.finetune import finetune_encoder, predict_images
 from pipeline.training.pretrain import load_mae, pretrain_mae, reconstruction_preview
 from pipeline.training.sequence import train_sequence_model
