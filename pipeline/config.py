@@ -414,7 +414,8 @@ def _check_encoder_sections(config: Config, source: str) -> None:
     pre, fine = config.pretrain, config.finetune
     _require(
         pre.init_layout in CHECKPOINT_LAYOUTS,
-        f"{source}: pretrain.init_layout must be one of {', '.join(CHECKPOINT_LAYOUTS)}, got '{pre.init_layout}'",
+        f"{source}: pretrain.init_layout must be one of {', '.join(CHECKPOINT_LAYOUTS)}, "
+        f"got '{pre.init_layout}'",
     )
     _require(
         fine.recipe in FINETUNE_RECIPES,
@@ -441,7 +442,8 @@ def _check_encoder_sections(config: Config, source: str) -> None:
             _require(name in fine.tasks, f"{source}: finetune.recipe emma needs '{name}' in finetune.tasks")
         _require(
             "face" in config.faces.views,
-            f"{source}: finetune.recipe emma runs the expression CNN on the face view: add 'face' to faces.views",
+            f"{source}: finetune.recipe emma runs the expression CNN on the face view: "
+            "add 'face' to faces.views",
         )
 
 

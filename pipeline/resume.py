@@ -174,12 +174,15 @@ def parquet_key(path: Path | str) -> str | None:
     return value.decode() if value is not None else None
 
 
-def commit_parquet(table: pa.Table, path: Path | str, key: str) -> None:
-    """Write `table` with `key` in its schema metadata to a hidden sibling, then rename it to `path`."""
+def commit_parquet(table: pa.Table, path: Path | str, key: str, **options: Any) -> None:
+    """Write `table` with `key` in its schema metadata to a hidden sibling, then rename it to `path`.
+
+    `options` go to `pyarrow.parquet.write_table` (compression, row_group_size, ...).
+    """
     path = Path(path)
     staging = path.with_name(f".{path.name}{STAGING_SUFFIX}")
     metadata = {**(table.schema.metadata or {}), PARQUET_KEY: key.encode()}
-    pq.write_table(table.replace_schema_metadata(metadata), staging)
+    pq.write_table(table.replace_schema_metadata(metadata), staging, **options)
     if not parent_alive():
         os._exit(1)
     os.replace(staging, path)

@@ -1,11 +1,17 @@
-"""Stage features@<run>: the run's fine-tuned encoder (frozen) over every face crop of every track the
-run uses; Parquet per track, one row per (frame, view), so sequence models change without re-extraction.
+"""Stage features@<run>: each view's fine-tuned encoder of the run (frozen) over every face crop of every
+track the run uses; Parquet per track, one row per (frame, view), so sequence models change without
+re-extraction.
 
-Output: <out>/<track>.parquet with columns frame, view, has_face, embedding (null without a face).
+Input: --encoder models/finetune/<run>, holding one encoder per view (`artifacts.view_encoder`).
+Output: <out>/<track>.parquet with columns frame, view, has_face, embedding (float16, null without a face);
+see `pipeline.features.cache`.
+
+One process: each view's encoder is built once, the crops of all tracks to extract stream through full
+batches of features.batch_size, and each track's table is written as soon as its rows are complete.
 
 Resumable (`pipeline.resume`; the output is `persist` in dvc.yaml): each track's table carries a key over
-the encoder's bytes, the track's face unit, the views and the feature code; a rerun after a crash extracts
-only the tracks whose key differs and deletes everything a fresh run would not write.
+every view's encoder bytes, the pooling, the track's face unit, the views and the feature code; a rerun
+after a crash extracts only the tracks whose key differs and deletes everything a fresh run would not write.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import pipeline  # noqa: F401
 from pipeline import artifacts, resume
 from pipeline.config import load_config
 from pipeline.evaluation.folds import run_tracks
-from pipeline.features.cache import FEATURE_CODE, extract_tracks, track_key
+from pipeline.features.cache import FEATURE_CODE, TrackJob, extract_tracks, load_encoder, track_key
 from pipeline.runtime import configure_torch
 
 
@@ -29,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faces", type=Path, required=True)
     parser.add_argument("--frames", type=Path, required=True)
     parser.add_argument("--splits", type=Path, required=True)
-    parser.add_argument("--encoder", type=Path, required=True)
+    parser.add_argument("--encoder", type=Path, required=True, help="the run's fine-tune folder")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
@@ -42,15 +48,12 @@ def main(argv: list[str] | None = None) -> None:
         pl.read_parquet(artifacts.tracks_table(args.frames)).select("track", "n_frames").iter_rows()
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = artifacts.encoder_checkpoint(args.encoder)
-    encoder_sha256, code = resume.file_digest(checkpoint), resume.source_fingerprint(*FEATURE_CODE)
+    checkpoints = {view: artifacts.view_encoder(args.encoder, view) for view in cfg.views}
+    digests = {view: resume.file_digest(path) for view, path in checkpoints.items()}
+    code = resume.source_fingerprint(*FEATURE_CODE)
     keys = {
         t: track_key(
-            encoder_sha256,
-            resume.read_key(artifacts.face_table(args.faces, t).parent),
-            n_frames[t],
-            list(cfg.views),
-            code,
+            digests, resume.read_key(artifacts.face_table(args.faces, t).parent), n_frames[t], cfg.pool, code
         )
         for t in names
     }
@@ -59,14 +62,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"features {args.run}: removed {len(removed)} stale entries")
     todo = [t for t in names if resume.parquet_key(artifacts.feature_table(args.out, t)) != keys[t]]
     print(f"features {args.run}: {len(names) - len(todo)} tracks reused, {len(todo)} extracted")
+    if not todo:
+        return
+    encoders = {view: load_encoder(path, device) for view, path in checkpoints.items()}  # once per view
     rows = extract_tracks(
-        todo,
-        [n_frames[t] for t in todo],
-        list(cfg.views),
-        str(args.faces),
-        str(checkpoint),
-        str(args.out),
-        [keys[t] for t in todo],
+        [TrackJob(t, n_frames[t], keys[t]) for t in todo],
+        args.faces,
+        encoders,
+        args.out,
+        pool=cfg.pool,
+        batch_size=cfg.batch_size,
         device=device,
     )
     print(f"features {args.run}: {rows} rows written ({len(todo)} tracks x {len(cfg.views)} views)")

@@ -1,40 +1,96 @@
 """Frozen-encoder features cached as Parquet: one row per (timeline frame, view), so temporal models
-can change without re-extracting anything."""
+can change without re-extracting anything.
+
+Storage (`feature_schema`, `WRITE_OPTIONS`): columns frame int32, view string, has_face bool, embedding
+fixed-size list of float16 (null without a face); zstd, row groups of at most `ROW_GROUP_ROWS` rows, rows
+frame-major (frame 0 of every view, then frame 1, ...), so a reader can stream windows of frames
+(`pipeline.features.windows`). float16 keeps ~3 significant digits, plenty for LayerNorm-ed features of
+order 1-10, at half the bytes; readers convert to float32.
+
+Extraction (`extract_tracks`) runs at the model's speed: each view's encoder is built once, the crops of
+all tracks stream through full batches of `batch_size` (a batch spans track boundaries), a background
+thread reads and preprocesses the next batch while the model runs, and each track's table is committed
+as soon as its last row is out.
+"""
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
+from torch import nn
 
 from pipeline import artifacts, resume
 from pipeline.faces.crops import track_crops
-from pipeline.inference.images import encode_images
-from pipeline.models.encoders import encoder_from_checkpoint, feature_dim, load_checkpoint
+from pipeline.inference.images import to_tensor_batch
+from pipeline.models.encoders import encoder_from_checkpoint, feature_dim, input_size, load_checkpoint
+from pipeline.runtime import autocast
+
+ROW_GROUP_ROWS = 4096  # bounded row groups: readers stream a table a row group at a time
+WRITE_OPTIONS = {"compression": "zstd", "row_group_size": ROW_GROUP_ROWS, "use_dictionary": ["view"]}
+POOLS = ("mean", "cls")
+
+
+def feature_schema(dim: int) -> pa.Schema:
+    """The one schema of a feature table with embeddings of width `dim`."""
+    return pa.schema(
+        [
+            ("frame", pa.int32()),
+            ("view", pa.string()),
+            ("has_face", pa.bool_()),
+            ("embedding", pa.list_(pa.float16(), dim)),
+        ]
+    )
+
+
+def track_table(n_frames: int, embeddings: dict[str, tuple[np.ndarray, np.ndarray]]) -> pa.Table:
+    """Rows for every timeline frame of every view, frame-major; frames without a face get a null embedding.
+
+    Args:
+        n_frames: T, timeline frames of the track.
+        embeddings: view -> (frames [M] with a face, embeddings [M, D] float); every view has the same D.
+
+    Returns:
+        T * V rows in `feature_schema(D)`: (0, view 1), (0, view 2), ..., (T - 1, view V).
+    """
+    views = list(embeddings)
+    dims = {view: values.shape[1] for view, (_, values) in embeddings.items()}
+    if len(set(dims.values())) != 1:
+        raise ValueError(f"all views of a feature table need one embedding width, got {dims}")
+    dim = dims[views[0]]
+    has_face = np.zeros((n_frames, len(views)), dtype=bool)
+    flat = np.zeros((n_frames, len(views), dim), dtype=np.float16)
+    for v, view in enumerate(views):
+        frames, values = embeddings[view]
+        has_face[frames, v] = True
+        with np.errstate(over="ignore"):  # |x| > 65504 becomes inf, which readers reject, naming the frame
+            flat[frames, v] = values  # float -> float16 here, the one place it happens
+    values = pa.FixedSizeListArray.from_arrays(
+        pa.array(flat.reshape(-1)), dim, mask=pa.array(~has_face.reshape(-1))
+    )
+    columns = [
+        pa.array(np.repeat(np.arange(n_frames, dtype=np.int32), len(views))),
+        pa.array(np.tile(np.array(views, dtype=object), n_frames), pa.string()),
+        pa.array(has_face.reshape(-1)),
+        values,
+    ]
+    return pa.Table.from_arrays(columns, schema=feature_schema(dim))
 
 
 def feature_table(n_frames: int, view: str, frames: np.ndarray, embeddings: np.ndarray) -> pa.Table:
-    """Rows for every timeline frame of one view; frames without a face get a null embedding.
+    """`track_table` of one view: frames [M] with a face, embeddings [M, D]."""
+    return track_table(n_frames, {view: (np.asarray(frames), np.asarray(embeddings))})
 
-    Args:
-        n_frames: timeline frames of the track.
-        frames: [M] frames with a face; embeddings: [M, D] float32.
-    """
-    dim = embeddings.shape[1]
-    has_face = np.zeros(n_frames, dtype=bool)
-    has_face[frames] = True
-    flat = np.zeros((n_frames, dim), dtype=np.float32)
-    flat[frames] = embeddings
-    values = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim, mask=pa.array(~has_face))
-    return pa.table(
-        {
-            "frame": pa.array(np.arange(n_frames, dtype=np.int32)),
-            "view": pa.array([view] * n_frames, pa.string()),
-            "has_face": pa.array(has_face),
-            "embedding": values,
-        }
-    )
+
+def write_feature_table(table: pa.Table, path: Path, key: str) -> None:
+    """Commit one track's table atomically with its resume key (zstd, bounded row groups)."""
+    resume.commit_parquet(table, path, key, **WRITE_OPTIONS)
 
 
 # The code whose changes invalidate every cached feature table (the encoder, its preprocessing, the crops).
@@ -46,45 +102,209 @@ FEATURE_CODE = (
 )
 
 
-def track_key(encoder_sha256: str, faces_key: str | None, n_frames: int, views: list[str], code: str) -> str:
-    """Resume key of one track's feature table: the encoder's bytes, the track's face unit (its crops),
-    its frame count, the views and the feature code."""
+def track_key(encoders: dict[str, str], faces_key: str | None, n_frames: int, pool: str, code: str) -> str:
+    """Resume key of one track's feature table: each view's encoder bytes (view -> sha256, in view
+    order), the pooling, the track's face unit (its crops), its frame count and the feature code."""
     return resume.unit_key(
-        {"encoder": encoder_sha256, "faces": faces_key, "n_frames": n_frames, "views": views, "code": code}
+        {
+            "encoders": encoders,
+            "views": list(encoders),  # the row order of the table
+            "pool": pool,
+            "faces": faces_key,
+            "n_frames": n_frames,
+            "code": code,
+        }
     )
 
 
-def extract_tracks(
-    tracks: list[str],
-    n_frames: list[int],
-    views: list[str],
-    faces_dir: str,
-    checkpoint: str,
-    out_dir: str,
-    keys: list[str],
-    batch_size: int = 128,
-    device: str = "cpu",
-) -> int:
-    """Write `<out_dir>/<track>.parquet` for each track, each committed atomically with its resume key
-    (`track_key`); returns the number of rows written.
+def load_encoder(checkpoint: Path, device: str) -> nn.Module:
+    """A frozen encoder in eval mode on the device, from one of our checkpoints."""
+    return encoder_from_checkpoint(load_checkpoint(checkpoint)).to(device).eval()
 
-    Paths are strings so the call is cheap to ship to a Prefect worker process.
+
+def pool_features(encoder: nn.Module, x: torch.Tensor, pool: str) -> torch.Tensor:
+    """[N, 3, H, W] -> [N, D]: "mean" is the encoder's own output (mean of the patch tokens after the
+    final norm), "cls" the class token after the final norm."""
+    if pool == "mean":
+        return encoder(x)
+    if pool == "cls":
+        return encoder.forward_features(x)[:, 0]
+    raise ValueError(f"pool must be one of {POOLS}, got '{pool}'")
+
+
+@dataclass(frozen=True)
+class TrackJob:
+    """One track to extract: its name, timeline length and resume key."""
+
+    track: str
+    n_frames: int
+    key: str
+
+
+@dataclass
+class TrackCrops:
+    """A track's frames with a face per view; its crops follow in `CropBatch`es."""
+
+    index: int
+    frames: dict[str, np.ndarray]  # view -> [M_v] frames
+
+
+@dataclass
+class CropBatch:
+    """One forward pass: `images` of one view, made of consecutive crop runs of one or more tracks."""
+
+    view: str
+    images: torch.Tensor  # [n, 3, H, W] preprocessed, on the device
+    parts: list[tuple[int, int]]  # (track index, crops) in order, summing to n
+
+
+def crop_stream(
+    faces_dir: Path, tracks: list[str], sizes: dict[str, tuple[int, int]], batch_size: int, device: str
+) -> Iterator[TrackCrops | CropBatch]:
+    """Every track's `TrackCrops`, each followed by the full batches its crops complete, per view; the
+    short remainder of each view comes last. Batches are read from the memory-mapped crops and
+    preprocessed here (so this can run in a background thread).
+
+    Args:
+        sizes: view -> (H, W) input size of that view's encoder.
     """
-    if not tracks:
+    pending: dict[str, list[tuple[int, np.ndarray]]] = {view: [] for view in sizes}
+    counts = dict.fromkeys(sizes, 0)
+
+    def take(view: str, n: int) -> CropBatch:
+        images, parts = [], []
+        while n > 0:
+            index, crops = pending[view][0]
+            used = min(n, len(crops))
+            images.append(crops[:used])  # reads the memmap
+            parts.append((index, used))
+            if used == len(crops):
+                pending[view].pop(0)
+            else:
+                pending[view][0] = (index, crops[used:])
+            n -= used
+            counts[view] -= used
+        x = to_tensor_batch(np.concatenate(images), device, size=sizes[view])
+        return CropBatch(view, x, parts)
+
+    for index, track in enumerate(tracks):
+        frames = {}
+        for view in sizes:
+            frames[view], crops = track_crops(faces_dir, track, view)
+            if len(crops):
+                pending[view].append((index, crops))
+                counts[view] += len(crops)
+        yield TrackCrops(index, frames)
+        for view in sizes:
+            while counts[view] >= batch_size:
+                yield take(view, batch_size)
+    for view in sizes:
+        if counts[view]:
+            yield take(view, counts[view])
+
+
+def prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Run `items` in a background thread, at most `depth` items ahead; its errors re-raise here."""
+    done, stop = object(), threading.Event()
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+
+    def put(item: object) -> None:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def work() -> None:
+        try:
+            for item in items:
+                put(item)
+                if stop.is_set():
+                    return
+            put(done)
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            put(error)
+
+    thread = threading.Thread(target=work, name="crop-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the consumer stopped (finished or failed): let the thread end
+        thread.join()
+
+
+@torch.inference_mode()
+def extract_tracks(
+    jobs: list[TrackJob],
+    faces_dir: Path,
+    encoders: dict[str, nn.Module],
+    out_dir: Path,
+    *,
+    pool: str,
+    batch_size: int,
+    device: str = "cpu",
+    background: bool = True,
+) -> int:
+    """Write `<out_dir>/<track>.parquet` for each job, committed atomically with its key as soon as its
+    rows are complete; returns the number of rows written.
+
+    Args:
+        encoders: view -> encoder (built once by the caller, `load_encoder`), in the table's view order.
+        pool: "mean" or "cls" (`pool_features`).
+        batch_size: images per forward pass; batches span tracks, so only each view's last one is short.
+        background: read and preprocess the next batch in a thread while the model runs.
+    """
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got '{pool}'")
+    if not jobs:
         return 0
-    encoder = encoder_from_checkpoint(load_checkpoint(checkpoint))  # built once for every track
+    views = list(encoders)
+    dim = feature_dim(next(iter(encoders.values())))
+    for encoder in encoders.values():
+        encoder.to(device).eval()
+    sizes = {view: input_size(encoder) for view, encoder in encoders.items()}
+    stream = crop_stream(faces_dir, [job.track for job in jobs], sizes, batch_size, device)
+    frames: dict[int, dict[str, np.ndarray]] = {}  # track index -> view -> frames, until written
+    outputs: dict[int, dict[str, list[np.ndarray]]] = {}  # track index -> view -> [n, D] chunks
     rows = 0
-    for track, count, key in zip(tracks, n_frames, keys, strict=True):
-        tables = []
-        for view in views:
-            frames, crops = track_crops(Path(faces_dir), track, view)
-            embeddings = (
-                encode_images(encoder, np.asarray(crops), batch_size=batch_size, device=device)
-                if len(frames)
-                else np.zeros((0, feature_dim(encoder)), dtype=np.float32)
+
+    def write_if_complete(index: int) -> None:
+        nonlocal rows
+        done = {view: sum(len(part) for part in outputs[index][view]) for view in views}
+        if any(done[view] < len(frames[index][view]) for view in views):
+            return
+        embeddings = {
+            view: (
+                frames[index][view],
+                np.concatenate(outputs[index][view]) if outputs[index][view] else np.zeros((0, dim)),
             )
-            tables.append(feature_table(count, view, frames, embeddings))
-        table = pa.concat_tables(tables)
-        resume.commit_parquet(table, artifacts.feature_table(Path(out_dir), track), key)
+            for view in views
+        }
+        job = jobs[index]
+        table = track_table(job.n_frames, embeddings)
+        write_feature_table(table, artifacts.feature_table(out_dir, job.track), job.key)
         rows += table.num_rows
+        del frames[index], outputs[index]
+
+    for item in prefetch(stream) if background else stream:
+        if isinstance(item, TrackCrops):
+            frames[item.index] = item.frames
+            outputs[item.index] = {view: [] for view in views}
+            write_if_complete(item.index)  # a track without any face is complete at once
+            continue
+        with autocast(device):
+            features = pool_features(encoders[item.view], item.images, pool).float().cpu().numpy()
+        start = 0
+        for index, count in item.parts:
+            outputs[index][item.view].append(features[start : start + count])
+            start += count
+        for index in dict.fromkeys(index for index, _ in item.parts):
+            write_if_complete(index)
+    if frames:
+        raise RuntimeError(f"features: tracks left incomplete: {[jobs[i].track for i in frames]}")
     return rows

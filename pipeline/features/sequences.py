@@ -15,7 +15,7 @@ import polars as pl
 
 from pipeline import artifacts
 from pipeline.faces.table import nearest_usable
-from pipeline.tasks.definitions import Task, get_tasks
+from pipeline.tasks.definitions import DERIVED_TARGETS, TASKS, Task, get_tasks
 from pipeline.tasks.kinds import behaviour
 
 # Features come out of a LayerNorm-ed ViT (values of order 1-10); anything this large is corrupt, and one
@@ -118,6 +118,8 @@ def load_streams(path: Path, views: list[str]) -> tuple[dict[str, np.ndarray], d
     finite values of sane magnitude (`FEATURE_LIMIT`); a failure raises `FeatureError` naming the file,
     view and frame.
 
+    Embeddings may be stored as any float type (the cache writes float16); they are returned as float32.
+
     Returns:
         streams: view -> [T, D] float32 with missing faces filled from neighbours;
         masks: view -> [T] bool (True where the view had a face).
@@ -147,7 +149,8 @@ def load_streams(path: Path, views: list[str]) -> tuple[dict[str, np.ndarray], d
         dim = rows["embedding"].dtype.shape[0]
         values = np.zeros((rows.height, dim), dtype=np.float32)
         if mask.any():
-            observed = np.stack(rows.filter(pl.col("has_face"))["embedding"].to_numpy()).astype(np.float32)
+            # [M, D] as stored (float16 since the cache went half precision), read as float32
+            observed = rows.filter(pl.col("has_face"))["embedding"].to_numpy().astype(np.float32)
             _check_values(observed, frames[mask], path, view)
             values[mask] = observed
         streams[view], masks[view] = fill_missing(values, mask), mask
@@ -181,6 +184,7 @@ def present_tasks(frames_dir: Path, names: list[str] | tuple[str, ...], key: str
     """
     tracks = pl.read_parquet(artifacts.tracks_table(frames_dir))
     labelled = {task for value in tracks["tasks"].to_list() for task in value.split(",") if task}
+    labelled |= {name for name, task in TASKS.items() if task.derived_from in labelled}
     absent = [name for name in names if name not in labelled]
     if absent:
         print(f"note: {key} {absent}: no labels under data.root, so skipped (labelled: {sorted(labelled)})")
@@ -223,6 +227,8 @@ def label_arrays(labels: pl.DataFrame, tasks: list[Task]) -> dict[str, np.ndarra
     for task in tasks:
         if all(column in labels.columns for column in task.columns):
             values = labels.select(task.columns).to_numpy()
+            if task.derived_from:
+                values = DERIVED_TARGETS[task.name](values)
             out[task.name] = behaviour(task).targets_from(values, task.num_outputs)
         else:
             out[task.name] = behaviour(task).empty_targets(labels.height, task.num_outputs, task.invalid)
