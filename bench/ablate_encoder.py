@@ -58,7 +58,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
 SCORED = ("expr_f1", "au_f1", "va_ccc", "basic_f1")
 
 
-def score_variant(name: str, seed: int, data: dict, init: dict, base, device: str) -> dict[str, float]:
+def predict_variant(name: str, seed: int, data: dict, init: dict, base, device: str) -> dict[str, np.ndarray]:
     start, changes, view = VARIANTS[name]
     changes = dict(changes)
     depth = int(init["encoder_kwargs"]["depth"])
@@ -77,8 +77,11 @@ def score_variant(name: str, seed: int, data: dict, init: dict, base, device: st
         start_ckpt = init
     checkpoint, _ = run_recipe(images, targets, cfg, init=start_ckpt, device=device, extra=extra)
     model = load_recipe_model(checkpoint, device)
-    preds = predict_images(model, val_images, cfg.batch_size, device, val_extra)
-    return monitor_scores(model.tasks, preds, {k: val_targets[k] for k in preds})
+    return predict_images(model, val_images, cfg.batch_size, device, val_extra)
+
+
+def score(preds: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> dict[str, float]:
+    return monitor_scores(get_tasks(list(preds)), preds, {k: targets[k] for k in preds})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,9 +119,22 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     results: dict[str, list[dict[str, float]]] = {}
+    predictions: dict[str, list[dict[str, np.ndarray]]] = {}
     for name in args.variants:
-        results[name] = [score_variant(name, seed, data, init, base, device) for seed in args.seeds]
+        predictions[name] = [predict_variant(name, seed, data, init, base, device) for seed in args.seeds]
+        view, recipe = VARIANTS[name][2], VARIANTS[name][1].get("recipe", base.recipe)
+        val_targets = data[(view, recipe)][4]
+        results[name] = [score(p, val_targets) for p in predictions[name]]
         print(f"{name}: {summary(results[name])}", flush=True)
+    if {"plain", "plain_face"} <= set(predictions):
+        # Both views, fused late: the two views' fine-tuned models' probabilities averaged per frame (the
+        # same frames: both views are cut from one aligned face).
+        val_targets = data[("eye_mouth", base.recipe)][4]
+        results["plain_both_views"] = [
+            score({k: (a[k] + b[k]) / 2 for k in a}, val_targets)
+            for a, b in zip(predictions["plain"], predictions["plain_face"], strict=True)
+        ]
+        print(f"plain_both_views: {summary(results['plain_both_views'])}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"run": args.run, "seeds": args.seeds, "results": results}, indent=1))
     print(f"\nrun {args.run}, scored on its tuning tracks; mean +- sd over seeds {args.seeds}\n")

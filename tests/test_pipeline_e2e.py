@@ -92,8 +92,10 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
         finetune.main(
             [*run_args, "--pretrain", str(models / "pretrain"), "--out", str(models / "finetune" / run), *p]
         )
-        encoder = load_checkpoint(artifacts.encoder_checkpoint(models / "finetune" / run))
-        assert encoder["config"]["run"] == run and encoder["config"]["epochs"] == 1
+        for view in params["finetune"]["views"]:
+            encoder = load_checkpoint(artifacts.view_encoder(models / "finetune" / run, view))
+            assert encoder["config"]["run"] == run and encoder["config"]["view"] == view
+            assert encoder["config"]["epochs"] == 1
         features.main(
             [
                 *run_args,
