@@ -105,6 +105,8 @@ def run(root: Path, out_dir: Path, config: FramesConfig) -> pl.DataFrame:
     if not tracks:
         raise ValueError(f"{root}: annotation folders exist but hold no track files")
     for task in TASKS.values():
+        if task.derived_from:  # computed from another task's labels, never read from files
+            continue
         n = sum(task.name in t.label_files for t in tracks)
         print(
             f"task {task.name}: {n} tracks labelled"
