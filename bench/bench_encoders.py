@@ -3,10 +3,11 @@
     python -m bench.bench_encoders                      # every registry entry, on this CPU
     python -m bench.bench_encoders --encoders vit_base_224 --device cuda
 
-Per encoder, measured in one run: inference images/s (forward, batch `--batch`), training images/s
-(forward + backward + AdamW step, full fine-tuning, batch `--train-batch`), and the same training step
-with the first 4 blocks frozen and cached (`finetune.frozen_blocks: 4`, upper blocks only). Then the
-hours a CPU user pays on full Aff-Wild2 (about 3M frames; `--frames`): one fine-tuning epoch over every
+Per encoder, measured in one run: inference images/s (forward, batch `--batch`), MAE pretraining
+images/s (75% masked, decoder 128 x 2, forward + backward + step), training images/s (forward + backward
++ AdamW step, full fine-tuning, batch `--train-batch`), and the same training step with the first 4 blocks
+frozen and cached (`finetune.frozen_blocks: 4`, upper blocks only). Then the hours a CPU user pays on
+full Aff-Wild2 (about 3M frames; `--frames`): one pretraining or fine-tuning epoch over every
 `--stride`-th frame, and extracting features of every frame for one view.
 """
 
@@ -19,6 +20,7 @@ import torch
 
 import pipeline  # noqa: F401
 from pipeline.models.encoders import ENCODERS, create_encoder, input_size
+from pipeline.models.mae import MaskedAutoencoder
 from pipeline.models.split_vit import freeze_lower, lower_tokens, upper_features
 from pipeline.runtime import configure_torch
 
@@ -57,6 +59,16 @@ def measure(name: str, batch: int, train_batch: int, device: str, min_seconds: f
         "infer": rate(forward, batch, min_seconds),
         "train_full": rate(train_step, train_batch, min_seconds),
     }
+    mae = MaskedAutoencoder(create_encoder(name), decoder_dim=128, decoder_depth=2).to(device)
+    mae_optimizer = torch.optim.AdamW([p for p in mae.parameters() if p.requires_grad], lr=1e-4)
+
+    def pretrain_step():
+        loss, _, _ = mae.train()(xt)
+        loss.backward()
+        mae_optimizer.step()
+        mae_optimizer.zero_grad(set_to_none=True)
+
+    out["pretrain"] = rate(pretrain_step, train_batch, min_seconds)
     frozen = min(4, len(encoder.blocks) - 1)
     freeze_lower(encoder, frozen)
     tokens = lower_tokens(encoder, xt, frozen)
@@ -85,19 +97,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = args.device or configure_torch()
     print(f"device {device}, {torch.get_num_threads()} threads; images/s (higher is better)")
-    header = f"{'encoder':15s} {'infer':>8s} {'train full':>11s} {'train top':>10s} "
-    print(header + f"{'h/epoch full':>13s} {'h/epoch top':>12s} {'h extract':>10s}")
+    header = f"{'encoder':15s} {'infer':>8s} {'pretrain':>9s} {'train full':>11s} {'train top':>10s} "
+    print(header + f"{'h/ep MAE':>9s} {'h/ep full':>10s} {'h/ep top':>9s} {'h extract':>10s}")
     train_images = args.frames / args.stride
     for name in args.encoders:
         r = measure(name, args.batch, args.train_batch, device, args.seconds)
-        hours = (
-            train_images / r["train_full"] / 3600,
-            train_images / r["train_frozen4"] / 3600,
-            args.frames / r["infer"] / 3600,
-        )
+        hours = [train_images / r[k] / 3600 for k in ("pretrain", "train_full", "train_frozen4")]
+        hours.append(args.frames / r["infer"] / 3600)
         print(
-            f"{name:15s} {r['infer']:8.1f} {r['train_full']:11.1f} {r['train_frozen4']:10.1f} "
-            f"{hours[0]:13.1f} {hours[1]:12.1f} {hours[2]:10.1f}",
+            f"{name:15s} {r['infer']:8.1f} {r['pretrain']:9.1f} {r['train_full']:11.1f} "
+            f"{r['train_frozen4']:10.1f} {hours[0]:9.1f} {hours[1]:10.1f} {hours[2]:9.1f} {hours[3]:10.1f}",
             flush=True,
         )
 

@@ -12,6 +12,8 @@ Each error names the params file and the key.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.config import Config, ConfigError
 from pipeline.faces.align import VIEWS
 from pipeline.faces.detectors import DETECTORS, create_detector
@@ -26,6 +28,7 @@ CHECKED_KEYS = (
     "faces.detector_kwargs",
     "faces.views",
     "pretrain.encoder",
+    "pretrain.init",
     "train.model",
     "train.model_kwargs",
 )
@@ -49,6 +52,12 @@ def check_registered(config: Config, source: str = "params.yaml") -> None:
             f"{source}: faces.detector_kwargs {dict(faces.detector_kwargs)} for '{faces.detector}': {error}"
         ) from None
     _name(config.pretrain.encoder, ENCODERS, "pretrain.encoder", source)
+    init = config.pretrain.init
+    if init and not Path(init).is_file():
+        raise ConfigError(
+            f"{source}: pretrain.init '{init}' is not a file (put the MAE / MAE-Face checkpoint there, "
+            'or set pretrain.init to "" to pretrain from random weights)'
+        )
     train = config.train
     _name(train.model, SEQUENCE_MODELS, "train.model", source)
     try:  # a tiny instance: the model's own constructor checks its keyword arguments and their ranges

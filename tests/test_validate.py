@@ -38,6 +38,12 @@ def edited(section: str, key: str, value) -> dict:
         ("faces", "detector", "retinaface", r"for 'retinaface': .*unexpected keyword argument 'upsample'"),
         ("faces", "views", ["face", "eye_mouth", "eye_mouht"], r"faces\.views 'eye_mouht' is unknown"),
         ("pretrain", "encoder", "vit_tiny_81", r"pretrain\.encoder 'vit_tiny_81' is unknown"),
+        (
+            "pretrain",
+            "init",
+            "models/external/nowhere.pth",
+            r"pretrain\.init 'models/external/nowhere\.pth' is not",
+        ),
         ("train", "model", "tcn_tranformer", r"train\.model 'tcn_tranformer' is unknown"),
         ("train", "model_kwargs", {"hidden": 64, "heads": 5}, r"train\.model_kwargs .*divisible"),
         ("train", "model_kwargs", {"hiden": 64}, r"train\.model_kwargs .*unexpected keyword.*hiden"),
