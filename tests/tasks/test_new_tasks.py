@@ -15,7 +15,7 @@ from pipeline.evaluation.scoring import score_run
 from pipeline.features.sequences import TrackSequence
 from pipeline.inference.sequences import predict_sequence
 from pipeline.models.sequence import model_from_checkpoint
-from pipeline.tasks.definitions import TASKS, get_tasks
+from pipeline.tasks.definitions import DERIVED_TARGETS, TASKS, get_tasks
 from pipeline.tasks.kinds import KINDS, behaviour
 from pipeline.tasks.scores import METRICS, headline, score
 from pipeline.training.losses import task_loss
@@ -25,7 +25,10 @@ from pipeline.training.sequence import train_sequence_model
 def test_every_task_has_a_registered_kind_and_metric():
     for task in TASKS.values():
         assert task.kind in KINDS and task.metric in METRICS, task.name
-        assert len(task.columns) == (1 if task.kind == "multiclass" else task.num_outputs)
+        if task.derived_from:  # reads its source task's label columns, maps them with DERIVED_TARGETS
+            assert task.columns == TASKS[task.derived_from].columns and task.name in DERIVED_TARGETS
+        else:
+            assert len(task.columns) == (1 if task.kind == "multiclass" else task.num_outputs)
     assert TASKS["emi"].level == "video" and headline(TASKS["emi"]) == "r"
     assert TASKS["ce"].num_outputs == 7 and headline(TASKS["ce"]) == "f1"
 
