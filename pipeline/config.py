@@ -114,7 +114,7 @@ class FoldsConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    recipe: str  # pipeline.training.recipes.RECIPES key: plain | cotex | emma | chain
+    recipe: str  # FINETUNE_RECIPES: plain | cotex | emma | chain
     views: tuple[str, ...]  # one encoder fine-tuned per view (seed 000's dual view: face + eye_mouth)
     tasks: tuple[str, ...]
     frame_stride: int
@@ -402,7 +402,7 @@ def check(config: Config, source: str = "params.yaml") -> None:
     check_runs(config.folds.runs, source)
 
 
-# Fine-tuning recipes (pipeline.training.recipes.RECIPES has one entry each; a test keeps them equal).
+# Fine-tuning recipes (pipeline.training.finetune builds each one's model).
 FINETUNE_RECIPES = ("plain", "cotex", "emma", "chain")
 # Key layouts of encoder checkpoints (pipeline.models.checkpoints.LAYOUTS, plus "auto": detected).
 CHECKPOINT_LAYOUTS = ("auto", "timm", "mae_face", "vitmae_hf")

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from pipeline import artifacts, resume
+from pipeline.config import FEATURE_POOLS
 from pipeline.faces.crops import track_crops
 from pipeline.inference.images import to_tensor_batch
 from pipeline.models.encoders import encoder_from_checkpoint, feature_dim, input_size, load_checkpoint
@@ -34,7 +35,7 @@ from pipeline.runtime import autocast
 
 ROW_GROUP_ROWS = 4096  # bounded row groups: readers stream a table a row group at a time
 WRITE_OPTIONS = {"compression": "zstd", "row_group_size": ROW_GROUP_ROWS, "use_dictionary": ["view"]}
-POOLS = ("mean", "cls")
+POOLS = FEATURE_POOLS  # features.pool
 
 
 def feature_schema(dim: int) -> pa.Schema:

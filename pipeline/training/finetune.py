@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import FinetuneConfig
+from pipeline.config import FINETUNE_RECIPES, FinetuneConfig
 from pipeline.inference.images import to_tensor_batch
 from pipeline.models.encoders import (
     create_encoder,
@@ -107,7 +107,7 @@ def build_model(recipe: str, vit: nn.Module, tasks: list[Task], config: Finetune
 
 
 # Recipes by name (params `finetune.recipe`); "chain" runs `finetune_encoder` twice (see `run_recipe`).
-RECIPES = ("plain", "cotex", "emma", "chain")
+RECIPES = FINETUNE_RECIPES
 # Seed 002's second step: the six basic emotions as a multi-label task (weighted BCE).
 CHAIN_TASK = "basic"
 

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 import pipeline  # noqa: F401  (torchvision shim before torchvision)
 from pipeline.training.augment import (
-    augment_batch,
     colour_jitter_batch,
     crop_resize,
     finetune_augment,
@@ -21,12 +20,6 @@ from pipeline.training.augment import (
 
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def test_augment_batch_still_works():
-    x = torch.rand(4, 3, 16, 16)
-    out = augment_batch(x, _gen())
-    assert out.shape == x.shape and torch.equal(out, augment_batch(x, _gen()))
 
 
 def test_crop_params_follow_random_resized_crop():
