@@ -78,6 +78,17 @@ def feature_table(features_dir: Path, track: str) -> Path:
 
 
 # train stage (models/temporal/<run>)
+# audio / text / geometry stages (data/audio, data/text: per video; data/geometry: per track, as features)
+def audio_table(audio_dir: Path, video: str) -> Path:
+    """One row per timeline frame of the video: frame, covered, embedding (`pipeline.audio.features`)."""
+    return Path(audio_dir) / f"{video}.parquet"
+
+
+def text_table(text_dir: Path, video: str) -> Path:
+    """One row per utterance of the video's transcript: start, end, text, embedding (`pipeline.text`)."""
+    return Path(text_dir) / f"{video}.parquet"
+
+
 def sequence_model(run_dir: Path, seed: int) -> Path:
     return Path(run_dir) / f"seed_{seed}" / "model.pt"
 

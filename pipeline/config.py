@@ -26,6 +26,8 @@ from pipeline.tasks.definitions import TASKS
 PARAMS_FILE = Path("params.yaml")
 RUN_PATTERN = re.compile(r"^fold_(\d+)$")
 OFFICIAL_RUN = "official"
+# The landmark-geometry stream (stage geometry): needs no encoder, so it is a train view of its own.
+GEOMETRY_STREAM = "landmarks"
 
 
 class ConfigError(ValueError):
@@ -35,6 +37,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DataConfig:
     root: str  # Aff-Wild2-layout root; data/demo is the built-in demo corpus
+    compound_root: str  # C-EXPR-DB-layout root ("" = none)
+    mimicry_root: str  # Hume-Vidmimic2-layout root ("" = none)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ class DemoConfig:
     blur_share: float
     avi_share: float
     audio_rate: int
+    compound_videos: int
+    compound_frames: int
+    mimicry_videos: int
+    mimicry_frames: int
 
 
 @dataclass(frozen=True)
@@ -162,8 +170,22 @@ class TrainConfig:
     clip_grad: float
     feature_noise: float
     track_features: str  # raw | deviation | both: each stream as is, minus its track mean, or both
+    modalities: tuple[str, ...]  # beside the face: audio (per-frame stream), text (per-video vector)
+    scenes: int  # seed 004's scene ensemble: one model per brightness subset of the training tracks (0 = off)
     class_balance: bool
     seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    extractor: str  # pipeline.audio.features.AUDIO_FEATURES: logmel_stats | vggish
+    vggish_weights: str  # torchvggish's vggish-10086976.pth (extractor vggish); never downloaded
+    vggish_pca: str  # its PCA parameters file ("" = raw 128-d embeddings)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    model: str  # a sentence-transformers folder; "" = the packaged all-MiniLM-L6-v2
 
 
 @dataclass(frozen=True)
@@ -197,6 +219,9 @@ class SmoothingSpec:
 @dataclass(frozen=True)
 class SmoothConfig:
     candidates: dict[str, tuple[str, ...]]  # task -> specs; the best on the inner validation fold is used
+    fill_faceless: bool = (
+        True  # outputs of faceless frames taken from the nearest face frame first (seed 004)
+    )
 
     def specs(self, task: str) -> list[SmoothingSpec]:
         return [SmoothingSpec.parse(text) for text in self.candidates.get(task, ("none",))]
@@ -205,6 +230,11 @@ class SmoothConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SubmitConfig:
+    splits: tuple[str, ...]  # the tracks predicted for submission files (the demo's stand-in test set)
 
 
 @dataclass(frozen=True)
@@ -219,9 +249,12 @@ class Config:
     folds: FoldsConfig
     finetune: FinetuneConfig
     features: FeaturesConfig
+    audio: AudioConfig
+    text: TextConfig
     train: TrainConfig
     smooth: SmoothConfig
     evaluate: EvaluateConfig
+    submit: SubmitConfig
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Config)
@@ -344,8 +377,14 @@ def check(config: Config, source: str = "params.yaml") -> None:
     _check_encoder_sections(config, source)
     for view in config.train.views:
         _require(
-            view in config.features.views,
-            f"{source}: train.views has '{view}', not in features.views {list(config.features.views)}",
+            view in config.features.views or view == GEOMETRY_STREAM,
+            f"{source}: train.views has '{view}', not in features.views {list(config.features.views)} "
+            f"(nor the geometry stream '{GEOMETRY_STREAM}')",
+        )
+    for modality in config.train.modalities:
+        _require(
+            modality in ("audio", "text"),
+            f"{source}: train.modalities has '{modality}'; known: audio, text",
         )
     for key, names in (
         ("finetune.tasks", config.finetune.tasks),

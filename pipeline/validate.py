@@ -19,7 +19,7 @@ from pipeline.faces.align import VIEWS
 from pipeline.faces.detectors import DETECTORS, create_detector
 from pipeline.models.encoders import ENCODERS
 from pipeline.models.sequence import SEQUENCE_MODELS, InputSpec, create_sequence_model
-from pipeline.tasks.definitions import get_tasks
+from pipeline.tasks.definitions import get_tasks, model_tasks
 
 # Keys this check covers; written to the check stage's output (constant, so a params edit that passes the
 # check does not make the frames stage rerun).
@@ -62,6 +62,10 @@ def check_registered(config: Config, source: str = "params.yaml") -> None:
     _name(train.model, SEQUENCE_MODELS, "train.model", source)
     try:  # a tiny instance: the model's own constructor checks its keyword arguments and their ranges
         inputs = [InputSpec(view, 8, "frame") for view in train.views]
-        create_sequence_model(train.model, inputs, get_tasks(train.tasks), **train.model_kwargs)
+        if "audio" in train.modalities:
+            inputs.append(InputSpec("audio", 8, "frame", "audio"))
+        if "text" in train.modalities:
+            inputs.append(InputSpec("text", 8, "clip", "text"))
+        create_sequence_model(train.model, inputs, model_tasks(get_tasks(train.tasks)), **train.model_kwargs)
     except (TypeError, ValueError, RuntimeError, AssertionError) as error:
         raise ConfigError(f"{source}: train.model_kwargs {dict(train.model_kwargs)}: {error}") from None

@@ -193,7 +193,8 @@ def video_jobs(
     """One job per video whose unit is not done (`process_video` decodes it once for all its tracks)."""
     jobs, labels = [], []
     for row in videos.iter_rows(named=True):
-        video_path = root / row["video_path"][0]
+        # Each track's own dataset root (Aff-Wild2, C-EXPR-DB, Hume-Vidmimic2; older tables: `root`).
+        video_path = Path(row["root"][0] if "root" in row else root) / row["video_path"][0]
         if video_path.is_dir():
             raise ValueError(
                 f"track(s) {', '.join(row['track'])} have no raw video, only the organisers' crops in "
@@ -257,7 +258,9 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     config = face_config(params)
     code = resume.source_fingerprint(*FACE_CODE)
-    videos = tracks.group_by("video", maintain_order=True).agg("track", "video_path", "n_frames")
+    videos = tracks.group_by("video", maintain_order=True).agg(
+        "track", "video_path", "n_frames", *(["root"] if "root" in tracks.columns else [])
+    )
 
     # Everything a fresh run would not write goes: tracks no longer listed, leftovers of killed jobs.
     keep = {*tracks["track"], artifacts.faces_summary(out_dir).name}  # the summary is rewritten below

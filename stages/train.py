@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a folds.runs entry: fold_<k> or official")
     parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--geometry", type=Path, help="landmark geometry cache (train.views: landmarks)")
+    parser.add_argument("--audio", type=Path, help="per-frame audio features (train.modalities: audio)")
+    parser.add_argument("--text", type=Path, help="transcript embeddings (train.modalities: text)")
     parser.add_argument("--frames", type=Path, required=True)
     parser.add_argument("--splits", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -28,7 +31,18 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.params).train
     device = configure_torch()
     shutil.rmtree(args.out, ignore_errors=True)
-    train_run(args.run, args.features, args.frames, args.splits, args.out, cfg, device)
+    train_run(
+        args.run,
+        args.features,
+        args.frames,
+        args.splits,
+        args.out,
+        cfg,
+        device,
+        geometry_dir=args.geometry,
+        audio_dir=args.audio,
+        text_dir=args.text,
+    )
 
 
 if __name__ == "__main__":

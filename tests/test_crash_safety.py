@@ -34,6 +34,8 @@ CORPUS = dict(
     two_person_videos=1,
     frames_per_video=30,
     frames_jitter=0.1,
+    compound_videos=0,
+    mimicry_videos=0,
     workers=1,
     progress=False,
 )

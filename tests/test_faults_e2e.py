@@ -28,11 +28,15 @@ TINY = {
         "two_person_videos": 0,
         "frames_per_video": 40,
         "task_drop_share": 0.0,
+        "compound_videos": 0,  # Aff-Wild2 faults only (the other layouts have reader tests of their own)
+        "mimicry_videos": 0,
     },
     "pretrain": {"epochs": 1, "batch_size": 32},
     "folds": {"runs": ["fold_0", "fold_1", "fold_2", "official"]},
     "finetune": {"epochs": 1, "batch_size": 16, "frame_stride": 4},
     "train": {
+        "views": ["eye_mouth"],  # the encoder's features only: no geometry, audio or text stage here
+        "modalities": [],
         "epochs": 1,
         "window": 16,
         "stride": 8,

@@ -1,5 +1,6 @@
-"""A tiny-config run of every stage, in DAG order, from demo corpus to metrics (the real code paths: real
-detector, MAE, per-run fine-tuning, Prefect fan-out over videos, per-run sequence training over seeds)."""
+"""A tiny-config run of every stage, in DAG order, from demo corpus to metrics and submission files (the
+real code paths: real detector, MAE, per-run fine-tuning, Prefect fan-out over videos, geometry, audio and
+text features, per-run sequence training over seeds, the five tracks and the fold-ensemble submission)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,37 @@ import yaml
 from pipeline import artifacts
 from pipeline.evaluation.folds import groups_split_across
 from pipeline.models.encoders import load_checkpoint
-from stages import demo, evaluate, faces, features, finetune, folds, frames, pretrain, smooth, train
+from pipeline.submission.validate import validate_submission
+from stages import (
+    audio,
+    demo,
+    evaluate,
+    faces,
+    features,
+    finetune,
+    folds,
+    frames,
+    geometry,
+    pretrain,
+    smooth,
+    submit,
+    text,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
-    "demo": {"n_identities": 4, "videos_per_identity": 1, "two_person_videos": 1, "frames_per_video": 48},
+    "demo": {
+        "n_identities": 4,
+        "videos_per_identity": 1,
+        "two_person_videos": 1,
+        "frames_per_video": 48,
+        "compound_videos": 4,  # one per person: every fold holds compound frames
+        "compound_frames": 30,
+        "mimicry_videos": 8,  # two per person: every fold scores Pearson r on at least two videos
+        "mimicry_frames": 20,
+    },
     "pretrain": {"epochs": 1, "batch_size": 32},
     "folds": {"runs": ["fold_0", "fold_1", "fold_2", "official"]},
     "finetune": {"epochs": 1, "batch_size": 16, "frame_stride": 3},
@@ -55,9 +81,16 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
     frames_dir, faces_dir, splits = data / "frames", data / "faces", data / "splits"
 
     demo.main(["--out", str(root), *p])
-    frames.main(["--root", str(root), "--out", str(frames_dir), *p])
+    compound, mimicry = root / "C-EXPR-DB", root / "Hume-Vidmimic2"
+    frames.main(
+        ["--root", str(root), "--compound-root", str(compound), "--mimicry-root", str(mimicry),
+         "--out", str(frames_dir), *p]
+    )  # fmt: skip
     tracks = pl.read_parquet(artifacts.tracks_table(frames_dir))
-    assert tracks.height == 6 and set(tracks["split"]) == {"Train_Set", "Validation_Set"}
+    assert tracks.group_by("dataset").len().sort("dataset").rows() == [
+        ("affwild2", 6), ("cexpr", 4), ("mimicry", 8)
+    ]  # fmt: skip
+    assert set(tracks["split"]) == {"Train_Set", "Validation_Set", "Test_Set"}
     for row in tracks.iter_rows(named=True):
         assert pl.read_parquet(artifacts.labels_table(frames_dir, row["track"])).height == row["n_frames"]
 
@@ -69,6 +102,18 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
         ["--faces", str(faces_dir), "--frames", str(frames_dir), "--out", str(models / "pretrain"), *p]
     )
     assert (models / "pretrain" / artifacts.RECONSTRUCTION).stat().st_size > 0
+
+    geometry.main(["--faces", str(faces_dir), "--frames", str(frames_dir), "--out", str(data / "geometry")])
+    audio.main(["--frames", str(frames_dir), "--out", str(data / "audio"), *p])
+    text.main(["--frames", str(frames_dir), "--out", str(data / "text"), *p])
+    modalities = [
+        "--geometry",
+        str(data / "geometry"),
+        "--audio",
+        str(data / "audio"),
+        "--text",
+        str(data / "text"),
+    ]
 
     folds.main(["--frames", str(frames_dir), "--out", str(splits), *p])
     fold_table = pl.read_parquet(artifacts.folds_table(splits))
@@ -109,7 +154,7 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
         train.main(
             [
                 "--run", run, "--features", str(data / "features" / run), "--frames", str(frames_dir),
-                "--splits", str(splits), "--out", str(models / "temporal" / run), *p,
+                "--splits", str(splits), "--out", str(models / "temporal" / run), *modalities, *p,
             ]
         )  # fmt: skip
         raw = pl.read_parquet(artifacts.raw_predictions(models / "temporal" / run))
@@ -121,6 +166,13 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
 
     table = pl.read_parquet(artifacts.feature_table(data / "features" / "fold_0", tracks["track"][0]))
     assert table.height == tracks["n_frames"][0] * len(params["features"]["views"])
+    # Every track of every run gets exactly one prediction per frame, CE from the basic emotions.
+    raw = pl.read_parquet(artifacts.raw_predictions(models / "temporal" / "fold_0"))
+    assert raw.group_by("seed", "track").len()["len"].to_list() == [
+        tracks.filter(pl.col("track") == t)["n_frames"][0]
+        for t in raw.group_by("seed", "track").len()["track"]
+    ]
+    assert {"ce_0", "basic_0", "emi_0"} <= set(raw.columns)
     assert table.filter(pl.col("has_face"))["embedding"].null_count() == 0
 
     smooth.main(
@@ -156,7 +208,10 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
     for name in ("cv", "official"):
         summary = json.loads((metrics_dir / f"{name}.json").read_text())
         assert summary["seeds"] == 2
-        for task, key in (("expr", "f1"), ("au", "f1"), ("va", "ccc")):
+        tracks_in = ("expr", "au", "va", "ce", "emi") if name == "cv" else ("expr", "au", "va", "emi")
+        assert set(tracks_in) <= set(summary), (name, sorted(summary))
+        assert math.isfinite(summary["mtl"]["score"])
+        for task, key in (("expr", "f1"), ("au", "f1"), ("va", "ccc"), ("ce", "f1"), ("emi", "r")):
             if task not in summary:
                 continue
             for field in (key, f"{key}_seed_sd", f"{key}_unsmoothed", "baseline"):
@@ -169,3 +224,19 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
     assert len(decisions["0"]["decisions"]["au"]["thresholds"]) == 12
     for plot in ("runs.csv", "confusion.csv", "va_timeline.csv", "confusion.png", "va_timeline.png"):
         assert (plots_dir / plot).stat().st_size > 0
+
+    submissions = data / "submissions"
+    submit.main(
+        ["--models", str(models / "temporal"), "--features", str(data / "features"), *modalities,
+         "--smoothed", str(data / "predictions"), "--decisions", str(decisions_dir),
+         "--frames", str(frames_dir), "--out", str(submissions), *p]
+    )  # fmt: skip
+    chosen = tracks.filter(pl.col("split").is_in(["Validation_Set", "Test_Set"]))
+    for task, dataset in (("va", "affwild2"), ("expr", "affwild2"), ("au", "affwild2"), ("ce", "cexpr")):
+        rows = chosen.filter(pl.col("dataset") == dataset)
+        frame_list = dict(rows.select("track", "n_frames").iter_rows())
+        path = submissions / f"{task.upper()}.csv"
+        assert validate_submission(task, path, frame_list) == []
+        assert len(path.read_text().splitlines()) == 1 + sum(frame_list.values())
+    videos = chosen.filter(pl.col("dataset") == "mimicry")["track"].to_list()
+    assert validate_submission("emi", submissions / "EMI.csv", videos) == []

@@ -78,8 +78,16 @@ def synthesize_voice(
     return out
 
 
-def write_wav(path: Path, voices: list[np.ndarray], rate: int, rng: np.random.Generator) -> None:
-    """Mix voices with a faint room tone and write 16-bit mono WAV."""
+def write_wav(
+    path: Path, voices: list[np.ndarray], rate: int, rng: np.random.Generator, absolute_level: bool = False
+) -> None:
+    """Mix voices with a faint room tone and write 16-bit mono WAV.
+
+    Args:
+        absolute_level: keep the synthesised level (full scale = 1.25), so loudness follows arousal from
+            file to file and a file without speech holds only the faint room tone; default: scale each
+            file to the same peak.
+    """
     n = len(voices[0])
     mix = np.sum(voices, axis=0) if voices else np.zeros(n, np.float32)
     room = np.cumsum(rng.normal(0, 1, n)).astype(np.float32)
@@ -87,7 +95,7 @@ def write_wav(path: Path, voices: list[np.ndarray], rate: int, rng: np.random.Ge
         np.float32
     )  # remove the random-walk drift
     mix = mix + 0.004 * room / max(float(np.abs(room).max()), 1e-6)
-    peak = max(float(np.abs(mix).max()), 1e-6)
-    pcm = np.round(mix / peak * 0.8 * 32767).astype(np.int16)
+    peak = 1.0 if absolute_level else max(float(np.abs(mix).max()), 1e-6)
+    pcm = np.round(np.clip(mix / peak * 0.8, -1, 1) * 32767).astype(np.int16)
     path.parent.mkdir(parents=True, exist_ok=True)
     wavfile.write(path, rate, pcm)

@@ -6,6 +6,11 @@ Layout under out_dir:
     VA_Estimation_Challenge/{Train_Set,Validation_Set}/<track>.txt
     batch1/ batch2/ videos/ new_vids/   raw videos <video>.mp4|.avi
     audio/<video>.wav  transcripts/<video>.txt  subjects.csv  README.txt
+    C-EXPR-DB/        compound expressions, C-EXPR-DB layout (`pipeline.demo.compound`)
+    Hume-Vidmimic2/   emotional mimicry intensities, Hume-Vidmimic2 layout (`pipeline.demo.mimicry`)
+
+All three parts show the same identities (built once); each part draws from its own random streams, so
+adding or resizing the C-EXPR-DB / Hume-Vidmimic2 parts never changes a byte of the Aff-Wild2 part.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.datasets.affwild2 import SPLITS
+from pipeline.demo import compound, mimicry
 from pipeline.demo.checks import detection_rate
 from pipeline.demo.expressions import Rig, build_rig
 from pipeline.demo.identities import Identity, Recipe, build_identity, draw_recipes, redraw_shape
@@ -63,6 +70,10 @@ MIN_HARD_VIEW_RATE = 0.9
 
 # Filled before the worker pool forks, so workers inherit identities and rigs without pickling them.
 _SHARED: dict[str, Any] = {}
+# Random streams: seed [seed, stream(, index)]. 1-4 belong to the Aff-Wild2 part (recipes, plan, render,
+# identity retries); the other parts plan and render from streams of their own.
+COMPOUND_PLAN, COMPOUND_RENDER = 10, 11
+MIMICRY_PLAN, MIMICRY_RENDER = 12, 13
 
 
 def _video_name(k: int, fps: int, width: int, height: int, rng: np.random.Generator) -> str:
@@ -202,8 +213,9 @@ def _build_identity(job: tuple[int, Recipe, float, int]) -> tuple[Identity, Rig,
     return best
 
 
-def _render_shared(spec: VideoSpec) -> list[TrackResult]:
-    return render_video(spec, _SHARED["identities"], _SHARED["rigs"], _SHARED["out_dir"], _SHARED["opts"])
+def _render_shared(job: tuple[VideoSpec, RenderOptions]) -> list[TrackResult]:
+    spec, opts = job
+    return render_video(spec, _SHARED["identities"], _SHARED["rigs"], _SHARED["out_dir"], opts)
 
 
 def _parallel_map(
@@ -262,6 +274,10 @@ def generate_corpus(
     blur_share: float = 0.35,
     avi_share: float = 0.25,
     audio_rate: int = 16000,
+    compound_videos: int = 10,
+    compound_frames: int = 90,
+    mimicry_videos: int = 36,
+    mimicry_frames: int = 50,
     workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -285,11 +301,17 @@ def generate_corpus(
         blur_share: chance a video has a blur stretch.
         avi_share: share of single-person videos written as .avi (MJPG/XVID) instead of .mp4.
         audio_rate: WAV sample rate.
+        compound_videos: C-EXPR-DB videos under C-EXPR-DB/ (0: that part is not written).
+        compound_frames: mean frames per C-EXPR-DB video (+-frames_jitter).
+        mimicry_videos: Hume-Vidmimic2 clips under Hume-Vidmimic2/ (0: that part is not written).
+        mimicry_frames: mean frames per Hume-Vidmimic2 clip (+-frames_jitter).
         workers: render processes (default: pipeline.config.num_workers(); does not change results).
         progress: show a progress bar.
 
     Returns:
-        Summary counts: identities, videos, tracks, frames, track_frames, face_frames, files per task/split.
+        Summary counts: identities, videos, tracks, frames, track_frames, face_frames, files per task/split
+        (the Aff-Wild2 part); "compound" and "mimicry": the other parts' counts (`compound.write_compound`,
+        `mimicry.write_mimicry`; None when not written).
     """
     if two_person_videos and n_identities < 2:
         raise ValueError("two-person videos need at least 2 identities")
@@ -318,10 +340,42 @@ def generate_corpus(
         avi_share,
     )
     opts = RenderOptions(seed, face_box, max_roll, no_face_share, blur_share, audio_rate)
-    _SHARED.update(identities=identities, rigs=rigs, out_dir=out_dir, opts=opts)
+    # C-EXPR-DB: no audio files in its layout. Hume-Vidmimic2: webcam clips, the face never leaves; the
+    # voice keeps its level (louder when aroused, a silent clip stays quiet).
+    compound_opts = replace(opts, stream=COMPOUND_RENDER, subdir=compound.CEXPR_DIR, sidecars=False)
+    mimicry_opts = replace(
+        opts, stream=MIMICRY_RENDER, subdir=mimicry.MIMICRY_DIR, no_face_share=0.0, absolute_level=True
+    )
+    sizes = (list(fps_choices), frame_width, frame_height)
+    compound_specs = compound.plan_compound_videos(
+        np.random.default_rng([seed, COMPOUND_PLAN]),
+        compound_videos,
+        n_identities,
+        compound_frames,
+        frames_jitter,
+        *sizes,
+    )
+    mimicry_specs = mimicry.plan_mimicry_videos(
+        np.random.default_rng([seed, MIMICRY_PLAN]),
+        mimicry_videos,
+        n_identities,
+        mimicry_frames,
+        frames_jitter,
+        *sizes,
+    )
+    _SHARED.update(identities=identities, rigs=rigs, out_dir=out_dir)
     try:
-        bar = {"desc": "demo videos", "unit": "video", "disable": not progress}
-        results = _parallel_map(_render_shared, specs, workers, lambda s: s.n_frames * s.width, bar)
+        parts = [("demo videos", specs, opts)]
+        parts += [("demo C-EXPR-DB", compound_specs, compound_opts)]
+        parts += [("demo Hume-Vidmimic2", mimicry_specs, mimicry_opts)]
+        rendered = []
+        for desc, part_specs, part_opts in parts:
+            bar = {"desc": desc, "unit": "video", "disable": not progress or not part_specs}
+            jobs = [(spec, part_opts) for spec in part_specs]
+            rendered.append(
+                _parallel_map(_render_shared, jobs, workers, lambda j: j[0].n_frames * j[0].width, bar)
+            )
+        results, compound_results, mimicry_results = rendered
     finally:
         _SHARED.clear()
 
@@ -337,6 +391,15 @@ def generate_corpus(
             lines = [HEADERS[task], *_format_rows(task, result)]
             (out_dir / TASK_DIRS[task] / split / f"{result.track}.txt").write_text("\n".join(lines) + "\n")
             files[task][split] += 1
+
+    names = [ident.name for ident in identities]
+    compound_summary = mimicry_summary = None
+    if compound_specs:
+        root = out_dir / compound.CEXPR_DIR
+        compound_summary = compound.write_compound(root, compound_specs, compound_results, names)
+    if mimicry_specs:
+        root = out_dir / mimicry.MIMICRY_DIR
+        mimicry_summary = mimicry.write_mimicry(root, mimicry_specs, mimicry_results, split_of, names)
 
     rows = sorted((r.track, identities[r.identity].name) for r, _ in tracks)
     (out_dir / "subjects.csv").write_text("track,subject\n" + "".join(f"{t},{s}\n" for t, s in rows))
@@ -359,4 +422,6 @@ def generate_corpus(
         "train_tracks": sum(1 for _, s in tracks if s == SPLITS[0]),
         "val_tracks": sum(1 for _, s in tracks if s == SPLITS[1]),
         "files": files,
+        "compound": compound_summary,
+        "mimicry": mimicry_summary,
     }

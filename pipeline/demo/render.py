@@ -1,4 +1,8 @@
-"""Render one demo video (frames, audio, transcript) and return its tracks' ground truth."""
+"""Render one demo video (frames, audio, transcript) and return its tracks' ground truth.
+
+The same renderer makes the Aff-Wild2 part and the C-EXPR-DB / Hume-Vidmimic2 parts of the demo corpus: a
+track's `compound` or `reaction` field picks the timeline generator, `RenderOptions` where the files go.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,13 @@ import cv2
 import numpy as np
 
 from pipeline.demo import audio, scene, transcripts
-from pipeline.demo.dynamics import Timeline, make_timeline
+from pipeline.demo.dynamics import (
+    Timeline,
+    make_compound_timeline,
+    make_reaction_timeline,
+    make_timeline,
+    mimicry_intensities,
+)
 from pipeline.demo.expressions import Rig, render_expression
 from pipeline.demo.identities import Identity, sprite_geometry
 
@@ -26,6 +36,10 @@ class TrackSpec:
         fade_sides: fade the sprite out towards its left and right edges instead of extending its edge
             pixels (two people side by side: one's shoulders must not smear across the other's half).
         mood: expression favoured in this track's episodes (None: drawn at random).
+        compound: compound classes favoured by a C-EXPR-DB track (`dynamics.make_compound_timeline`);
+            empty for other tracks.
+        reaction: [6] mimicry mix of a Hume-Vidmimic2 track (`dynamics.make_reaction_timeline`, in
+            `MIMICRY_NAMES` order); empty for other tracks.
     """
 
     name: str
@@ -34,6 +48,8 @@ class TrackSpec:
     scale: float = 1.0
     fade_sides: bool = False
     mood: str | None = None
+    compound: tuple[str, ...] = ()
+    reaction: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,7 +59,7 @@ class VideoSpec:
     Attributes:
         index: position in the corpus plan (seeds the video's generator).
         name: video name (file stem).
-        folder: raw-video folder (batch1, batch2, videos, new_vids).
+        folder: raw-video folder (batch1, batch2, videos, new_vids; `videos` / `raw` in the other parts).
         ext: ".mp4" or ".avi".
         fourcc: codec tag for cv2.VideoWriter.
         fps: frame rate.
@@ -83,7 +99,16 @@ class TrackResult:
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """Corpus-wide knobs the frame loop needs."""
+    """Corpus-wide knobs the frame loop needs, and where one part of the corpus goes.
+
+    Attributes:
+        stream: second entry of each video's generator seed [seed, stream, index]: one stream per corpus
+            part, so adding a part never changes another part's videos.
+        subdir: the part's folder under out_dir ("" for the Aff-Wild2 part at the root).
+        sidecars: write audio/<name>.wav and transcripts/<name>.txt next to the videos.
+        absolute_level: write the audio at its synthesised level (`audio.write_wav`) instead of scaling
+            each file to the same peak.
+    """
 
     seed: int
     face_box: float
@@ -91,6 +116,10 @@ class RenderOptions:
     no_face_share: float
     blur_share: float
     audio_rate: int
+    stream: int = 3
+    subdir: str = ""
+    sidecars: bool = True
+    absolute_level: bool = False
 
 
 def _face_visible(m: np.ndarray, lm: np.ndarray, width: int, height: int) -> bool:
@@ -116,12 +145,14 @@ def _out_of_frame(m: np.ndarray, sprite_w: int, height: int) -> bool:
 def render_video(
     spec: VideoSpec, identities: list[Identity], rigs: list[Rig], out_dir: Path, opts: RenderOptions
 ) -> list[TrackResult]:
-    """Write `<out_dir>/<folder>/<name><ext>`, `audio/<name>.wav`, `transcripts/<name>.txt`.
+    """Write `<out_dir>/<subdir>/<folder>/<name><ext>` and, with `opts.sidecars`, `<subdir>/audio/<name>.wav`
+    and `<subdir>/transcripts/<name>.txt`.
 
     Returns:
         Ground truth per track, in spec.tracks order.
     """
-    rng = np.random.default_rng([opts.seed, 3, spec.index])
+    rng = np.random.default_rng([opts.seed, opts.stream, spec.index])
+    out_dir = out_dir / opts.subdir
     n, fps, w, h = spec.n_frames, spec.fps, spec.width, spec.height
 
     # No-face stretch: one person ducks out of view, or the video cuts to an empty shot.
@@ -140,10 +171,7 @@ def render_video(
     if len(spec.tracks) > 1:
         turn = (np.arange(n) // int(rng.uniform(2.0, 4.0) * fps)) % len(spec.tracks)
         talk_turns = [turn == i for i in range(len(spec.tracks))]
-    timelines = [
-        make_timeline(n, fps, rng, mood=track.mood, talk_allowed=talk_turns[i])
-        for i, track in enumerate(spec.tracks)
-    ]
+    timelines = [_timeline(track, n, fps, rng, talk_turns[i]) for i, track in enumerate(spec.tracks)]
 
     people = []
     for i, track in enumerate(spec.tracks):
@@ -198,6 +226,13 @@ def render_video(
     finally:
         writer.release()
 
+    results = [
+        TrackResult(tr.name, tr.identity, tl, visible[i])
+        for i, (tr, tl) in enumerate(zip(spec.tracks, timelines, strict=True))
+    ]
+    if not opts.sidecars:
+        return results
+
     # Audio: each speaker's voice follows their arousal; same duration as the video.
     n_samples = int(round(n / fps * opts.audio_rate))
     voices = [
@@ -206,13 +241,24 @@ def render_video(
         )
         for tl, tr in zip(timelines, spec.tracks, strict=True)
     ]
-    audio.write_wav(out_dir / "audio" / f"{spec.name}.wav", voices, opts.audio_rate, rng)
+    audio.write_wav(out_dir / "audio" / f"{spec.name}.wav", voices, opts.audio_rate, rng, opts.absolute_level)
 
-    exprs = [np.where(visible[i], tl.expr, -1) for i, tl in enumerate(timelines)]
-    text = transcripts.transcript_line(exprs, rng)
+    if spec.tracks[0].reaction:
+        text = transcripts.reaction_line(mimicry_intensities(timelines[0], fps), rng)
+    else:
+        exprs = [np.where(visible[i], tl.expr, -1) for i, tl in enumerate(timelines)]
+        text = transcripts.transcript_line(exprs, rng)
     (out_dir / "transcripts").mkdir(parents=True, exist_ok=True)
     (out_dir / "transcripts" / f"{spec.name}.txt").write_text(text + "\n")
-    return [
-        TrackResult(tr.name, tr.identity, tl, visible[i])
-        for i, (tr, tl) in enumerate(zip(spec.tracks, timelines, strict=True))
-    ]
+    return results
+
+
+def _timeline(
+    track: TrackSpec, n: int, fps: int, rng: np.random.Generator, talk_allowed: np.ndarray | None
+) -> Timeline:
+    """The track's ground truth from the generator its spec asks for."""
+    if track.compound:
+        return make_compound_timeline(n, fps, rng, track.compound, talk_allowed=talk_allowed)
+    if track.reaction:
+        return make_reaction_timeline(n, fps, rng, track.reaction)
+    return make_timeline(n, fps, rng, mood=track.mood, talk_allowed=talk_allowed)

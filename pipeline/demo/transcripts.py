@@ -1,10 +1,11 @@
-"""One line of text per video, loosely matching the dominant expression of its speaker(s)."""
+"""One line of text per video, loosely matching the dominant expression (or mimicry reaction) of its
+speaker(s)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.tasks.definitions import EXPR_CLASSES
+from pipeline.tasks.definitions import EXPR_CLASSES, MIMICRY_NAMES
 
 SENTENCES: dict[str, tuple[str, ...]] = {
     "Neutral": (
@@ -48,6 +49,41 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "I guess we will see how it goes next week.",
     ),
 }
+
+# Hume-Vidmimic2 clips: what someone might say while reacting, per dominant mimicry dimension.
+REACTION_SENTENCES: dict[str, tuple[str, ...]] = {
+    "Admiration": (
+        "Wow, that is really impressive, how did they do that?",
+        "Oh, that is beautiful, I love how carefully it was made.",
+    ),
+    "Amusement": (
+        "Ha ha, oh no, that is hilarious, look at him!",
+        "Ha, I did not see that coming, that is so funny.",
+    ),
+    "Determination": (
+        "Right, I can do that too, just watch me.",
+        "Okay, let us get this done, no more excuses.",
+    ),
+    "Empathic Pain": (
+        "Oh no, that must really hurt, poor thing.",
+        "Ouch, I feel so sorry for her, that looked painful.",
+    ),
+    "Excitement": (
+        "Yes! Come on, come on, this is amazing!",
+        "Oh wow, here it comes, I cannot wait!",
+    ),
+    "Joy": (
+        "Oh that is lovely, it makes me so happy to see.",
+        "Aw, that is wonderful, what a nice moment.",
+    ),
+}
+assert tuple(REACTION_SENTENCES) == MIMICRY_NAMES
+
+
+def reaction_line(intensities: np.ndarray, rng: np.random.Generator) -> str:
+    """One line for a mimicry clip, matching its strongest of the 6 intensities ([6], `MIMICRY_NAMES`
+    order)."""
+    return str(rng.choice(REACTION_SENTENCES[MIMICRY_NAMES[int(np.argmax(intensities))]]))
 
 
 def dominant_expression(expr: np.ndarray) -> str:

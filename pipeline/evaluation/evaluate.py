@@ -20,9 +20,38 @@ from pipeline.evaluation.folds import run_tracks
 from pipeline.evaluation.plots import write_absent, write_confusion, write_run_scores, write_va_timeline
 from pipeline.evaluation.report import score_seed, summarise_cv
 from pipeline.evaluation.scoring import attach_labels, read_predictions, task_rows
-from pipeline.features.sequences import label_arrays, present_tasks, targets_of
+from pipeline.features.sequences import label_arrays, output_columns, present_tasks, targets_of
 from pipeline.tasks.definitions import get_task
 from pipeline.tasks.scores import headline
+
+
+def average_seeds(table: pl.DataFrame, tasks) -> pl.DataFrame:
+    """The seed ensemble of a predictions table: per (role, track, frame), every task's outputs averaged
+    over seeds (probabilities for classifiers, values for regression); labels and `source` kept."""
+    outputs = [column for task in tasks for column in output_columns(task)]
+    keys = ["role", "track", "frame"]
+    averaged = table.group_by(keys, maintain_order=True).agg(
+        [pl.col(c).mean() for c in outputs] + [pl.exclude([*keys, *outputs, "seed"]).first()]
+    )
+    return averaged.with_columns(pl.lit(-1).alias("seed")).sort(keys)
+
+
+def add_ensemble(summary: dict, runs: dict[str, dict], tasks) -> None:
+    """Put the seed ensemble's headline (mean over the runs) beside each task's mean over seeds, and the
+    MTL sum of them."""
+    for task in tasks:
+        key = headline(task)
+        values = [scores[task.name][key] for scores in runs.values() if task.name in scores]
+        if task.name in summary and values:
+            summary[task.name][f"{key}_seed_ensemble"] = round(float(np.mean(values)), 4)
+    if "mtl" in summary:
+        summary["mtl"]["score_seed_ensemble"] = round(
+            sum(
+                summary[name][f"{headline(get_task(name))}_seed_ensemble"]
+                for name in summary["mtl"]["sum_of"]
+            ),
+            4,
+        )
 
 
 def train_targets(frames_dir: Path, tracks: list[str], tasks) -> dict[str, np.ndarray]:
@@ -87,6 +116,7 @@ def evaluate_runs(
     decisions_dir.mkdir(parents=True, exist_ok=True)
 
     scores_by_seed: dict[int, dict[str, dict]] = {}
+    ensembles: dict[str, dict] = {}  # run -> scores of the seed ensemble
     rows, pooled = [], []
     for run in config.folds.runs:
         raw = attach_labels(read_predictions(artifacts.raw_predictions(models_dir / run), tasks), frames_dir)
@@ -113,6 +143,12 @@ def evaluate_runs(
                 pooled.append(
                     decided.join(smoothed.filter(pick & (pl.col("role") == "test")), on=["track", "frame"])
                 )
+        if len(config.train.seeds) > 1:  # the seed ensemble: every seed's probabilities averaged
+            scores, knobs, _ = score_seed(
+                average_seeds(smoothed, tasks), average_seeds(raw, tasks), targets, tasks
+            )
+            report["ensemble"] = {"scores": scores, "decisions": knobs}
+            ensembles[run] = scores
         artifacts.run_metrics(metrics_dir, run).write_text(json.dumps(report, indent=1) + "\n")
         artifacts.decisions(decisions_dir, run).write_text(json.dumps(decisions, indent=1) + "\n")
 
@@ -121,6 +157,9 @@ def evaluate_runs(
     summaries = {"cv": summarise_cv(cv_runs, tasks), "official": summarise_cv(official, tasks)}
     for name, summary in summaries.items():
         summary["seeds"] = len(scores_by_seed)
+        runs = {run: v for run, v in ensembles.items() if (run == OFFICIAL_RUN) == (name == "official")}
+        if runs:
+            add_ensemble(summary, runs, tasks)
         if absent:
             summary["absent_tasks"] = {
                 name: "no labels under data.root: not trained or scored" for name in absent

@@ -49,11 +49,12 @@ def choose_smoothing(
         if not specs:
             continue
         tune = table.filter(pl.col("role") == "tune")
-        scores = {str(spec): tuned_score(task, smooth_table(tune, task, spec)) for spec in specs}
+        fill = config.fill_faceless
+        scores = {str(spec): tuned_score(task, smooth_table(tune, task, spec, fill)) for spec in specs}
         finite = {k: v for k, v in scores.items() if np.isfinite(v)}
         chosen = max(finite, key=finite.get) if finite else str(specs[0])
         choices[task.name] = {"chosen": chosen, "tune_scores": {k: round(v, 4) for k, v in scores.items()}}
-        table = smooth_table(table, task, next(s for s in specs if str(s) == chosen))
+        table = smooth_table(table, task, next(s for s in specs if str(s) == chosen), fill)
     return table.sort("role", "track", "frame"), choices
 
 
@@ -119,7 +120,28 @@ def summarise_cv(fold_scores: dict[int, dict[str, dict[str, dict[str, float]]]],
         entry["folds"] = min(v["folds"] for v in per_seed.values())
         entry["per_seed"] = {str(s): round(v["score"], 4) for s, v in per_seed.items()}
         summary[task.name] = entry
+    if all(name in summary for name in MTL_TASKS):
+        summary["mtl"] = mtl_summary(summary)
     return summary
+
+
+# The ABAW multi-task score: VA P + EXPR F1 + AU F1.
+MTL_TASKS = ("va", "expr", "au")
+
+
+def mtl_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """MTL = VA CCC + EXPR F1 + AU F1, per seed (each the mean over folds), then mean and sd over seeds;
+    the baseline is the sum of the three baselines."""
+    seeds = summary[MTL_TASKS[0]]["per_seed"]
+    per_seed = {seed: sum(summary[name]["per_seed"][seed] for name in MTL_TASKS) for seed in seeds}
+    score, sd = mean_and_sd(list(per_seed.values()))
+    return {
+        "score": score,
+        "score_seed_sd": sd,
+        "baseline": round(sum(summary[name]["baseline"] for name in MTL_TASKS), 4),
+        "per_seed": {seed: round(value, 4) for seed, value in per_seed.items()},
+        "sum_of": list(MTL_TASKS),
+    }
 
 
 def smooth_runs(models_dir: Path, frames_dir: Path, out_dir: Path, config: Config) -> None:

@@ -10,6 +10,7 @@ import polars as pl
 from scipy.ndimage import gaussian_filter1d, uniform_filter1d
 
 from pipeline.config import SmoothingSpec
+from pipeline.faces.table import nearest_usable
 from pipeline.features.sequences import output_columns, outputs_of
 
 
@@ -43,13 +44,31 @@ def smooth(values: np.ndarray, spec: SmoothingSpec | str) -> np.ndarray:
     return SMOOTHERS[spec.method](np.asarray(values, dtype=np.float32), spec.amount).astype(np.float32)
 
 
-def smooth_table(table: pl.DataFrame, task, spec: SmoothingSpec) -> pl.DataFrame:
+def fill_faceless(values: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Seed 004's post-processing: outputs of frames without a face (source "filled") replaced by those of
+    the nearest frame with one, before smoothing. values: [T, C]; sources: [T] ("face" / "filled" /
+    "prior"). A track without any face frame is returned as it is."""
+    nearest = nearest_usable(np.asarray(sources) == "face")
+    if len(nearest) == 0 or nearest[0] < 0:
+        return values
+    return values[nearest]
+
+
+def smooth_table(table: pl.DataFrame, task, spec: SmoothingSpec, fill: bool = False) -> pl.DataFrame:
     """Smooth one task's output columns of a predictions table track by track (rows sorted by frame);
-    the grouping columns (`seed`, `role`) are kept apart, so no two tracks or seeds ever mix."""
+    the grouping columns (`seed`, `role`) are kept apart, so no two tracks or seeds ever mix.
+
+    Args:
+        fill: first replace the outputs of frames without a face by their nearest face frame's
+            (`fill_faceless`; needs the table's `source` column).
+    """
     keys = [c for c in ("seed", "role", "track") if c in table.columns]
     parts = []
     for _, rows in table.sort([*keys, "frame"]).group_by(keys, maintain_order=True):
-        values = smooth(outputs_of(rows, task), spec)
+        values = outputs_of(rows, task)
+        if fill:
+            values = fill_faceless(values, rows["source"].to_numpy())
+        values = smooth(values, spec)
         parts.append(
             rows.with_columns([pl.Series(c, values[:, i]) for i, c in enumerate(output_columns(task))])
         )

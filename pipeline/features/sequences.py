@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import artifacts
+from pipeline.datasets.labels import complete_labels
 from pipeline.faces.table import nearest_usable
 from pipeline.tasks.definitions import DERIVED_TARGETS, TASKS, Task, get_tasks
 from pipeline.tasks.kinds import behaviour
@@ -23,6 +24,11 @@ from pipeline.tasks.kinds import behaviour
 FEATURE_LIMIT = 1.0e4
 FEATURE_COLUMNS = ("frame", "view", "has_face", "embedding")
 PRIOR = "prior"
+# Named inputs that do not come from the face (train.modalities): a per-frame audio stream and a per-video
+# text vector. Whether a frame "has a face" is decided by the other (visual) streams only.
+AUDIO_STREAM = "audio"
+TEXT_CLIP = "text"
+MODALITIES = (AUDIO_STREAM, TEXT_CLIP)
 
 
 class FeatureError(ValueError):
@@ -52,16 +58,21 @@ class TrackSequence:
         return len(next(iter(self.streams.values())))
 
     @property
+    def face_masks(self) -> list[np.ndarray]:
+        """[T] bool masks of the visual streams (the audio stream's mask says where there is sound)."""
+        return [mask for name, mask in self.masks.items() if name != AUDIO_STREAM]
+
+    @property
     def faceless(self) -> bool:
-        """True when no stream observed a face in any frame (nothing to learn from or predict with)."""
-        return bool(self.masks) and not any(mask.any() for mask in self.masks.values())
+        """True when no visual stream observed a face in any frame (nothing to learn from or predict with)."""
+        return bool(self.face_masks) and not any(mask.any() for mask in self.face_masks)
 
     def sources(self) -> np.ndarray:
         """[T] str per frame: "face" (a stream saw a face), "filled" (features taken from the nearest frame
         with a face) or "prior" (the track never shows a face: its outputs are the training prior)."""
         if self.faceless:
             return np.full(self.n_frames, PRIOR, dtype=object)
-        seen = np.logical_or.reduce([mask for mask in self.masks.values()]) if self.masks else None
+        seen = np.logical_or.reduce(self.face_masks) if self.face_masks else None
         if seen is None:
             return np.full(self.n_frames, "face", dtype=object)
         return np.where(seen, "face", "filled").astype(object)
@@ -184,7 +195,7 @@ def present_tasks(frames_dir: Path, names: list[str] | tuple[str, ...], key: str
     """
     tracks = pl.read_parquet(artifacts.tracks_table(frames_dir))
     labelled = {task for value in tracks["tasks"].to_list() for task in value.split(",") if task}
-    labelled |= {name for name, task in TASKS.items() if task.derived_from in labelled}
+    labelled |= {name for name, task in TASKS.items() if set(task.derived_from) & labelled}
     absent = [name for name in names if name not in labelled]
     if absent:
         print(f"note: {key} {absent}: no labels under data.root, so skipped (labelled: {sorted(labelled)})")
@@ -225,10 +236,12 @@ def label_arrays(labels: pl.DataFrame, tasks: list[Task]) -> dict[str, np.ndarra
     all invalid (the track has no labels for it)."""
     out = {}
     for task in tasks:
-        if all(column in labels.columns for column in task.columns):
+        if task.derived_from:  # source columns a table lacks are unlabelled for their task
+            values = complete_labels(labels.select([c for c in task.columns if c in labels.columns]))
+            values = DERIVED_TARGETS[task.name](values.select(task.columns).to_numpy())
+            out[task.name] = behaviour(task).targets_from(values, task.num_outputs)
+        elif all(column in labels.columns for column in task.columns):
             values = labels.select(task.columns).to_numpy()
-            if task.derived_from:
-                values = DERIVED_TARGETS[task.name](values)
             out[task.name] = behaviour(task).targets_from(values, task.num_outputs)
         else:
             out[task.name] = behaviour(task).empty_targets(labels.height, task.num_outputs, task.invalid)
@@ -247,14 +260,31 @@ def crop_targets(index: pl.DataFrame, frames_dir: Path, tasks: list[Task]) -> di
 
 def load_track(
     track: str,
-    features_path: Path,
+    features_path: Path | dict[str, Path],
     labels_path: Path,
     views: list[str],
     tasks: list[Task],
     track_feature_mode: str,
 ) -> TrackSequence:
-    """One track's named streams and targets, aligned by decoded frame."""
-    streams, masks = load_streams(features_path, views)
+    """One track's named streams and targets, aligned by decoded frame.
+
+    Args:
+        features_path: the feature table holding every view, or view -> table (encoder views come from
+            the run's features, `landmarks` from the geometry cache).
+    """
+    paths = features_path if isinstance(features_path, dict) else dict.fromkeys(views, features_path)
+    streams, masks = {}, {}
+    for path in dict.fromkeys(paths[view] for view in views):  # each table read once, views in order
+        got = load_streams(path, [view for view in views if paths[view] == path])
+        streams |= got[0]
+        masks |= got[1]
+    streams, masks = {v: streams[v] for v in views}, {v: masks[v] for v in views}
+    lengths = {view: len(values) for view, values in streams.items()}
+    if len(set(lengths.values())) > 1:
+        raise FeatureError(
+            f"{track}: the views have different frame counts {lengths} "
+            f"({', '.join(str(paths[v]) for v in views)}); re-extract the stale one"
+        )
     streams = {
         name: track_features(values, masks[name], track_feature_mode) for name, values in streams.items()
     }
@@ -263,8 +293,8 @@ def load_track(
     for name, values in targets.items():
         if len(values) != sequence.n_frames:
             raise ValueError(
-                f"{track}: {sequence.n_frames} feature rows in {features_path} but {len(values)} label rows "
-                f"for {name} in {labels_path}"
+                f"{track}: {sequence.n_frames} feature rows in {paths[views[0]]} but {len(values)} label "
+                f"rows for {name} in {labels_path}"
             )
     return sequence
 

@@ -13,18 +13,14 @@ import polars as pl
 from pipeline import artifacts
 from pipeline.config import TrainConfig
 from pipeline.evaluation.folds import run_tracks
-from pipeline.features.sequences import (
-    TrackSequence,
-    check_widths,
-    load_track,
-    predictions_table,
-    present_tasks,
-)
+from pipeline.features.sequences import TrackSequence, check_widths, predictions_table, present_tasks
+from pipeline.features.sources import SequenceSources
 from pipeline.inference.sequences import predict_sequence
 from pipeline.models.encoders import save_checkpoint
-from pipeline.models.sequence import model_from_checkpoint
-from pipeline.tasks.definitions import Task
+from pipeline.models.sequence import ensemble_checkpoint, model_from_checkpoint
+from pipeline.tasks.definitions import Task, add_predicted, model_tasks
 from pipeline.tasks.kinds import behaviour
+from pipeline.training.scenes import scene_brightness, scene_subsets
 from pipeline.training.sequence import train_sequence_model
 
 
@@ -58,6 +54,9 @@ def train_run(
     out_dir: Path,
     config: TrainConfig,
     device: str = "cpu",
+    geometry_dir: Path | None = None,
+    audio_dir: Path | None = None,
+    text_dir: Path | None = None,
 ) -> pl.DataFrame:
     """Train the run's sequence models and write their predictions on the tune and test tracks.
 
@@ -65,23 +64,23 @@ def train_run(
     (seed, role, track, frame, `<task>_<i>` outputs), so smoothing and evaluation never retrain.
     """
     tracks = run_tracks(pl.read_parquet(artifacts.roles_table(splits_dir)), run)
-    tasks = present_tasks(frames_dir, config.tasks, "train.tasks")
+    wanted = present_tasks(frames_dir, config.tasks, "train.tasks")
+    # Heads are trained for `tasks`; a task computed from another's outputs (CE from the basic emotions)
+    # is added to the predictions after each forward pass.
+    tasks = model_tasks(wanted)
+    table_tasks = list({task.name: task for task in [*tasks, *wanted]}.values())
     config = dataclasses.replace(config, tasks=tuple(task.name for task in tasks))
-    paths = {
-        track: artifacts.feature_table(features_dir, track) for names in tracks.values() for track in names
+
+    sources = SequenceSources(frames_dir, features_dir, geometry_dir, audio_dir, text_dir)
+    data = {
+        role: sources.load(names, config.views, config.modalities, tasks, config.track_features)
+        for role, names in tracks.items()
     }
-
-    def load(track: str) -> TrackSequence:
-        return load_track(
-            track,
-            paths[track],
-            artifacts.labels_table(frames_dir, track),
-            list(config.views),
-            tasks,
-            config.track_features,
-        )
-
-    data = {role: [load(t) for t in names] for role, names in tracks.items()}
+    paths = {  # named in width errors
+        track: next(iter(sources.view_tables(track, config.views).values()))
+        for names in tracks.values()
+        for track in names
+    }
     check_widths([s for sequences in data.values() for s in sequences], paths)
     faceless = [s.track for s in data["train"] if s.faceless]
     if faceless:
@@ -91,8 +90,20 @@ def train_run(
         for name in [s.track for s in data[role] if s.faceless]:
             print(f"{run}: {role} track {name} never shows a face: every frame gets the training prior")
     tables = []
+    subsets = [data["train"]]
+    if config.scenes:
+        by_name = {s.track: s for s in data["train"]}
+        names = scene_subsets(scene_brightness(frames_dir, list(by_name)), config.scenes)
+        subsets = [[by_name[name] for name in subset] for subset in names]
+        sizes = ", ".join(str(len(subset)) for subset in subsets)
+        print(f"{run}: scene ensemble of {len(subsets)} subsets ({sizes} training tracks)")
     for seed in config.seeds:
-        checkpoint, history = train_sequence_model(data["train"], config, seed=seed, device=device)
+        members = [train_sequence_model(subset, config, seed=seed, device=device) for subset in subsets]
+        if len(members) == 1:
+            checkpoint, history = members[0]
+        else:  # the subset models vote: one checkpoint holding every member
+            checkpoint = ensemble_checkpoint([m[0] for m in members], {"scenes": config.scenes, "seed": seed})
+            history = [entry | {"scene": j} for j, (_, h) in enumerate(members) for entry in h]
         model_path = artifacts.sequence_model(out_dir, seed)
         model_path.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(checkpoint, model_path)
@@ -104,8 +115,9 @@ def train_run(
                     outputs = prior_outputs(data["train"], tasks, sequence.n_frames)
                 else:
                     outputs = predict_sequence(model, sequence, config.window, config.stride, device)
+                outputs = add_predicted(outputs, wanted)
                 check_outputs(outputs, sequence.track, f"{run} seed {seed}")
-                table = predictions_table(sequence.track, outputs, tasks, sequence.sources())
+                table = predictions_table(sequence.track, outputs, table_tasks, sequence.sources())
                 tables.append(table.with_columns(pl.lit(seed).alias("seed"), pl.lit(role).alias("role")))
         print(
             f"{run} seed {seed}: final training loss {history[-1]['loss']:.4f} on {len(data['train'])} tracks"

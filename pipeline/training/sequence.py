@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.features.sequences import TrackSequence
+from pipeline.features.sequences import AUDIO_STREAM, TEXT_CLIP, TrackSequence
 from pipeline.inference.sequences import predict_sequence, window_inputs, windows
 from pipeline.models.sequence import InputSpec, create_sequence_model, model_checkpoint
 from pipeline.tasks.definitions import get_tasks
@@ -19,10 +19,16 @@ from pipeline.training.losses import balanced_weights, multitask_loss
 
 
 def input_specs(sequence: TrackSequence) -> list[InputSpec]:
-    """The named inputs a track provides: its frame streams and clip vectors, in a stable order."""
-    specs = [InputSpec(name, values.shape[1], "frame") for name, values in sorted(sequence.streams.items())]
+    """The named inputs a track provides: its frame streams and clip vectors, in a stable order (visual
+    streams in the order the track lists them, so the first is the fusion's default skip view)."""
+    modality = {AUDIO_STREAM: "audio", TEXT_CLIP: "text"}
+    specs = [
+        InputSpec(name, values.shape[1], "frame", modality.get(name, "visual"))
+        for name, values in sequence.streams.items()
+    ]
     return specs + [
-        InputSpec(name, values.shape[0], "clip") for name, values in sorted(sequence.clips.items())
+        InputSpec(name, values.shape[0], "clip", modality.get(name, "visual"))
+        for name, values in sorted(sequence.clips.items())
     ]
 
 

@@ -29,6 +29,8 @@ TINY = dict(
     no_face_share=1.0,
     blur_share=0.5,
     avi_share=0.34,
+    compound_videos=0,  # the C-EXPR-DB and Hume-Vidmimic2 parts: tests/demo/test_compound_mimicry.py
+    mimicry_videos=0,
     progress=False,
 )
 AU_INVALID = ",".join(["-1"] * len(AU_NAMES))
@@ -328,16 +330,25 @@ def test_audio_matches_video(corpora):
         assert np.abs(samples).max() > 1000  # a voice, not silence
 
 
-def test_params_file_fits_generate_corpus(tmp_path, capsys):
+def test_params_file_fits_generate_corpus(tmp_path, capsys, monkeypatch):
     params = yaml.safe_load((REPO / "params.yaml").read_text())["demo"]
     assert "seed" in params
     inspect.signature(generate_corpus).bind(tmp_path, **params)  # every key is a keyword it takes
 
+    import stages.demo
     from stages.demo import main
+
+    def tiny_parts(out_dir, **kwargs):
+        # One short C-EXPR-DB and one Hume-Vidmimic2 video, whatever the params file says (or lacks).
+        sizes = dict(compound_videos=1, compound_frames=12, mimicry_videos=1, mimicry_frames=12)
+        return generate_corpus(out_dir, **{**kwargs, **sizes})
+
+    monkeypatch.setattr(stages.demo, "generate_corpus", tiny_parts)
 
     tiny = {
         **params,
-        **{k: v for k, v in TINY.items() if k != "progress"},
+        # Only keys the params file has: the stage's config reader may not know the others.
+        **{k: v for k, v in TINY.items() if k in params},
         "n_identities": 2,
         "frames_per_video": 30,
     }
@@ -347,3 +358,5 @@ def test_params_file_fits_generate_corpus(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "demo"), "--params", str(tmp_path / "params.yaml")]) == 0
     assert "identities" in capsys.readouterr().out
     assert (tmp_path / "demo" / "subjects.csv").is_file()
+    assert (tmp_path / "demo" / "C-EXPR-DB" / "annotations" / "01.txt").is_file()
+    assert (tmp_path / "demo" / "Hume-Vidmimic2" / "raw" / "00001.mp4").is_file()

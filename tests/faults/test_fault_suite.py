@@ -22,6 +22,8 @@ TINY_DEMO = {
     "two_person_videos": 0,
     "frames_per_video": 100,
     "task_drop_share": 0.0,
+    "compound_videos": 0,  # the catalogued faults are Aff-Wild2's
+    "mimicry_videos": 0,
 }
 STAGE_FAULTS = [fault for fault in FAULTS if fault.damage is not None]
 

@@ -54,7 +54,7 @@ def test_forward_is_features_then_head():
         assert torch.equal(direct[task.name], split[task.name])
 
 
-@pytest.mark.parametrize("name", ["tcn_transformer", "tcn", "transformer"])
+@pytest.mark.parametrize("name", ["tcn_transformer", "tcn", "transformer", "multimodal_transformer"])
 def test_padding_does_not_change_valid_frames(name):
     model = _model(name, 6)
     x = torch.randn(1, 12, 6)

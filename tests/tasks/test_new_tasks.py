@@ -15,7 +15,19 @@ from pipeline.evaluation.scoring import score_run
 from pipeline.features.sequences import TrackSequence
 from pipeline.inference.sequences import predict_sequence
 from pipeline.models.sequence import model_from_checkpoint
-from pipeline.tasks.definitions import DERIVED_TARGETS, TASKS, get_tasks
+from pipeline.tasks.definitions import (
+    BASIC_EMOTIONS,
+    COMPOUND_CLASSES,
+    COMPOUND_PAIRS,
+    DERIVED_TARGETS,
+    PREDICTED_OUTPUTS,
+    TASKS,
+    add_predicted,
+    basic_emotions,
+    compound_from_basic,
+    get_tasks,
+    model_tasks,
+)
 from pipeline.tasks.kinds import KINDS, behaviour
 from pipeline.tasks.scores import METRICS, headline, score
 from pipeline.training.losses import task_loss
@@ -25,12 +37,43 @@ from pipeline.training.sequence import train_sequence_model
 def test_every_task_has_a_registered_kind_and_metric():
     for task in TASKS.values():
         assert task.kind in KINDS and task.metric in METRICS, task.name
-        if task.derived_from:  # reads its source task's label columns, maps them with DERIVED_TARGETS
-            assert task.columns == TASKS[task.derived_from].columns and task.name in DERIVED_TARGETS
+        if task.derived_from:  # reads its source tasks' label columns, maps them with DERIVED_TARGETS
+            sources = tuple(c for name in task.derived_from for c in TASKS[name].columns)
+            assert task.columns == sources and task.name in DERIVED_TARGETS
         else:
             assert len(task.columns) == (1 if task.kind == "multiclass" else task.num_outputs)
     assert TASKS["emi"].level == "video" and headline(TASKS["emi"]) == "r"
     assert TASKS["ce"].num_outputs == 7 and headline(TASKS["ce"]) == "f1"
+    for task in TASKS.values():
+        if task.predicted_from:
+            assert task.name in PREDICTED_OUTPUTS and not TASKS[task.predicted_from].predicted_from
+
+
+def test_basic_emotion_targets_come_from_expr_or_compound_labels():
+    # columns (expr, ce): Anger; Neutral; Other (invalid, no compound label); unlabelled EXPR with
+    # Happily_Surprised; both unlabelled.
+    values = np.array([[1, -1], [0, -1], [7, -1], [-1, 1], [-1, -1]])
+    got = basic_emotions(values)
+    anger, happiness, surprise = (BASIC_EMOTIONS.index(n) for n in ("Anger", "Happiness", "Surprise"))
+    assert got[0].tolist() == [1.0 if i == anger else 0.0 for i in range(6)]
+    assert (got[1] == 0).all() and (got[2] == -1).all() and (got[4] == -1).all()
+    assert got[3].tolist() == [1.0 if i in (happiness, surprise) else 0.0 for i in range(6)]
+
+
+def test_compound_scores_follow_the_pair_of_basic_emotions():
+    # For every compound class, probabilities high on exactly its two emotions make it the argmax.
+    for k, (a, b) in enumerate(COMPOUND_PAIRS):
+        p = np.full((1, 6), 0.1)
+        p[0, BASIC_EMOTIONS.index(a)] = p[0, BASIC_EMOTIONS.index(b)] = 0.9
+        scores = compound_from_basic(p)
+        assert scores.argmax() == k and np.isclose(scores.sum(), 1.0)
+    # Surprise alone is not enough to pick a compound class with confidence: the other emotion decides.
+    p = np.array([[0.1, 0.1, 0.6, 0.1, 0.1, 0.95]])  # Fear 0.6 with Surprise
+    assert COMPOUND_CLASSES[int(compound_from_basic(p).argmax())] == "Fearfully_Surprised"
+    # model_tasks trains the source head once; add_predicted computes CE from it.
+    assert [t.name for t in model_tasks(get_tasks(["expr", "ce", "basic"]))] == ["expr", "basic"]
+    outputs = add_predicted({"basic": p.astype(np.float32)}, get_tasks(["ce"]))
+    assert outputs["ce"].shape == (1, 7)
 
 
 def toy_tracks(n_tracks: int, seed: int) -> list[TrackSequence]:
