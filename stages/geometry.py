@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 import pipeline  # noqa: F401
 from pipeline import artifacts
+from pipeline.config import load_config
 from pipeline.features.cache import write_feature_table
 from pipeline.features.geometry import geometry_table
 
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faces", type=Path, required=True)
     parser.add_argument("--frames", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
+    load_config(args.params)  # no knobs of its own, but a bad params.yaml fails here like everywhere
     tracks = pl.read_parquet(artifacts.tracks_table(args.frames)).select("track", "n_frames")
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)

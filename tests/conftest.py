@@ -66,6 +66,9 @@ def tiny_train_config():
         warmup_epochs=1.0,
         feature_noise=0.0,
         track_features="raw",
+        modalities=(),  # toy tracks have no audio or transcripts
+        scenes=0,
+        epoch_ensemble=0,
         seeds=(0,),
     )
 

@@ -70,7 +70,10 @@ def test_repo_params_load_into_frozen_dataclasses():
         ({"train__stride": 80}, r"need 1 <= train\.stride <= train\.window"),
         ({"train__seeds": []}, r"train\.seeds is empty"),
         ({"faces__crop_size": -5}, r"faces\.crop_size must be > 0"),
-        ({"evaluate__tasks": ["ce"]}, r"evaluate\.tasks has 'ce', not in train\.tasks"),
+        (
+            {"train__tasks": ["expr", "au"], "evaluate__tasks": ["ce"]},
+            r"evaluate\.tasks has 'ce', not in train\.tasks",
+        ),
         ({"smooth__candidates": {"expr": ["gaussian:-2"]}}, r"smooth\.candidates\.expr: 'gaussian:-2'"),
         ({"smooth__candidates": {"expr": ["window:2.5"]}}, r"whole number of frames"),
         ({"folds__runs": ["fold_0", "fold_1"]}, r"needs at least 3 folds"),

@@ -103,7 +103,9 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
     )
     assert (models / "pretrain" / artifacts.RECONSTRUCTION).stat().st_size > 0
 
-    geometry.main(["--faces", str(faces_dir), "--frames", str(frames_dir), "--out", str(data / "geometry")])
+    geometry.main(
+        ["--faces", str(faces_dir), "--frames", str(frames_dir), "--out", str(data / "geometry"), *p]
+    )
     audio.main(["--frames", str(frames_dir), "--out", str(data / "audio"), *p])
     text.main(["--frames", str(frames_dir), "--out", str(data / "text"), *p])
     modalities = [

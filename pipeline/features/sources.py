@@ -71,9 +71,10 @@ class SequenceSources:
         """The sequences of `tracks`: one stream per view, `audio` (per frame, minus its track mean like the
         face streams) and `text` (the transcript's mean utterance vector) when in `modalities`."""
         self.check(views, modalities)
-        video_of = dict(
-            pl.read_parquet(artifacts.tracks_table(self.frames_dir)).select("track", "video").iter_rows()
-        )
+        video_of = {}
+        if modalities:  # audio and text are stored per raw video
+            table = pl.read_parquet(artifacts.tracks_table(self.frames_dir)).select("track", "video")
+            video_of = dict(table.iter_rows())
         sequences = []
         for track in tracks:
             sequence = load_track(
@@ -84,7 +85,7 @@ class SequenceSources:
                 tasks,
                 track_feature_mode,
             )
-            video = video_of[track]
+            video = video_of.get(track, track)
             if AUDIO_STREAM in modalities:
                 path = artifacts.audio_table(self.audio_dir, video)
                 features, covered = read_audio_table(path)

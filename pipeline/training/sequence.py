@@ -11,7 +11,7 @@ import torch
 from pipeline.config import TrainConfig
 from pipeline.features.sequences import AUDIO_STREAM, TEXT_CLIP, TrackSequence
 from pipeline.inference.sequences import predict_sequence, window_inputs, windows
-from pipeline.models.sequence import InputSpec, create_sequence_model, model_checkpoint
+from pipeline.models.sequence import InputSpec, create_sequence_model, ensemble_checkpoint, model_checkpoint
 from pipeline.tasks.definitions import get_tasks
 from pipeline.tasks.scores import monitor_scores
 from pipeline.training.loop import FitConfig, fit
@@ -120,7 +120,12 @@ def train_sequence_model(
                 )
         return multitask_loss(tasks, model(inputs, pad_mask, masks), y, weights)
 
+    snapshots: list[dict[str, torch.Tensor]] = []  # weights of the last `epoch_ensemble` epochs
+
     def validate(current) -> dict[str, float]:
+        if config.epoch_ensemble > 1:
+            snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in current.state_dict().items()})
+            del snapshots[: -config.epoch_ensemble]
         if not val:
             return {}
         preds = [predict_sequence(current, s, config.window, config.stride, device) for s in val]
@@ -133,4 +138,8 @@ def train_sequence_model(
         model, step, len(items), fit_config, device=device, on_epoch_end=validate, desc="sequence"
     )
     run_config = asdict(config) | {"seed": seed, "num_tracks": len(train), "num_windows": len(items)}
-    return model_checkpoint(model, config.model, config.model_kwargs, run_config), history
+    checkpoint = model_checkpoint(model, config.model, config.model_kwargs, run_config)
+    if len(snapshots) > 1:  # the epoch ensemble: the last epochs' weights, their outputs averaged
+        members = [checkpoint | {"model": weights} for weights in snapshots]
+        checkpoint = ensemble_checkpoint(members, run_config)
+    return checkpoint, history

@@ -68,3 +68,29 @@ def test_scene_subsets_are_brightness_quantiles() -> None:
     assert subsets == [["t1", "t2", "t3"], ["t0", "t4", "t5"]]
     with pytest.raises(ValueError, match="cannot fill"):
         scene_subsets(brightness, 4)
+
+
+def test_epoch_ensemble_keeps_the_last_epochs_and_predicts_as_one_model(tiny_train_config) -> None:
+    import dataclasses
+
+    from pipeline.features.sequences import TrackSequence
+    from pipeline.inference.sequences import predict_sequence
+    from pipeline.training.sequence import train_sequence_model
+
+    rng = np.random.default_rng(0)
+    tracks = []
+    for i in range(4):
+        expr = np.repeat(rng.integers(0, 8, 4), 10)
+        frames = np.eye(8, dtype=np.float32)[expr] + 0.1 * rng.normal(size=(40, 8)).astype(np.float32)
+        tracks.append(
+            TrackSequence(f"t{i}", {"face": frames}, {"face": np.ones(40, bool)}, {}, {"expr": expr})
+        )
+    config = dataclasses.replace(
+        tiny_train_config, tasks=("expr",), views=("face",), epochs=4, epoch_ensemble=3
+    )
+    checkpoint, history = train_sequence_model(tracks, config, seed=0)
+    assert len(checkpoint["ensemble"]) == 3 and len(history) == 4
+    weights = [m["model"] for m in checkpoint["ensemble"]]
+    assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])  # different epochs
+    outputs = predict_sequence(model_from_checkpoint(checkpoint), tracks[0], config.window, config.stride)
+    np.testing.assert_allclose(outputs["expr"].sum(axis=1), 1.0, atol=1e-4)
