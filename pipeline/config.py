@@ -171,8 +171,8 @@ class TrainConfig:
     feature_noise: float
     track_features: str  # raw | deviation | both: each stream as is, minus its track mean, or both
     modalities: tuple[str, ...]  # beside the face: audio (per-frame stream), text (per-video vector)
-    scenes: int  # seed 004's scene ensemble: one model per brightness subset of the training tracks (0 = off)
-    epoch_ensemble: int  # seed 001's epoch ensemble: the last n epochs' weights, outputs averaged (<= 1 = off)
+    scenes: int  # seed 004's scene ensemble: one model per brightness subset of training tracks (0 = off)
+    epoch_ensemble: int  # seed 001's epoch ensemble: the last n epochs' models, outputs averaged (<= 1 = off)
     class_balance: bool
     seeds: tuple[int, ...]
 
