@@ -27,7 +27,7 @@ from pipeline.features.sources import SequenceSources
 from pipeline.inference.sequences import predict_sequence
 from pipeline.models.encoders import load_checkpoint
 from pipeline.models.sequence import model_from_checkpoint
-from pipeline.tasks.definitions import Task, add_predicted, model_tasks
+from pipeline.tasks.definitions import Task, add_predicted
 from pipeline.tasks.kinds import behaviour
 
 
@@ -134,11 +134,10 @@ def sequences_for_runs(
     runs: list[str], tracks: list[str], frames_dir: Path, features_root: Path, extra: dict, config: Config
 ) -> dict[str, list[TrackSequence]]:
     """run -> the test tracks as that run's models see them (its own encoder's features)."""
-    tasks = model_tasks([])  # targets are not needed at test time
     out = {}
     for run in runs:
         sources = SequenceSources(frames_dir, features_root / run, **extra)
-        out[run] = sources.load(
-            tracks, config.train.views, config.train.modalities, tasks, config.train.track_features
+        out[run] = sources.load(  # no tasks: test-time inputs need no labels
+            tracks, config.train.views, config.train.modalities, [], config.train.track_features
         )
     return out
