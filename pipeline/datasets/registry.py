@@ -5,6 +5,7 @@ one label layout (`pipeline.datasets.labels`), so every stage after `frames` tre
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,15 @@ def _cexpr_labels(root, track, n_frames, video, tolerance, force):
     return complete_labels(table), [report]
 
 
+@functools.cache
+def _intensities(root: Path) -> dict[str, np.ndarray]:
+    """Both split files of a root, read once per process (not once per video: 12,660 rows each at scale)."""
+    return mimicry.read_intensities(root)
+
+
 def _mimicry_labels(root, track, n_frames, video, tolerance, force):
     # One row of intensities per video, stored on every frame (a video-level task, `Task.level`).
-    values = mimicry.read_intensities(root)[track.name]
+    values = _intensities(Path(root))[track.name]
     columns = {"frame": np.arange(n_frames, dtype=np.int32)}
     columns |= {
         column: np.full(n_frames, v, np.float32)
