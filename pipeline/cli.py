@@ -18,6 +18,9 @@ STAGES = (
     ("demo", "built-in demo corpus in the Aff-Wild2 layout", "data/demo"),
     ("frames", "decode every raw video once, align label files to decoded frames", "data/frames"),
     ("faces", "detect, landmark and align faces; crops per view (Prefect fans out videos)", "data/faces"),
+    ("geometry", "normalised 68-point landmark geometry per frame (the `landmarks` stream)", "data/geometry"),
+    ("audio", "audio features aligned to the frame timeline (log-mel statistics or VGGish)", "data/audio"),
+    ("text", "transcript embeddings per video (all-MiniLM-L6-v2, offline)", "data/text"),
     ("pretrain", "MAE pretraining of the ViT face encoder (no labels)", "models/pretrain"),
     ("folds", "leak-free folds and the train/tune/test roles of every run", "data/splits"),
     ("finetune@<run>", "encoder fine-tuned on the run's training tracks only", "models/finetune/<run>"),
@@ -29,6 +32,7 @@ STAGES = (
     ),
     ("smooth", "smoothing per task chosen on each run's tune tracks", "data/predictions"),
     ("evaluate", "official metrics, baselines, mean +- sd over seeds, plots", "metrics/, plots/"),
+    ("submit", "challenge submission files from the fold ensemble, validated", "data/submissions"),
 )
 
 

@@ -43,3 +43,13 @@ def test_the_installed_console_script_runs():
         pytest.skip("the package is not installed in this environment (make setup installs it)")
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "stages" in result.stdout
+
+
+def test_the_stage_list_is_the_dvc_pipeline():
+    import yaml
+
+    from pipeline.cli import STAGES
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    listed = [name.split("@")[0] for name, _, _ in STAGES]
+    assert listed == list(stages), "`affectflow stages` must list dvc.yaml's stages in order"
