@@ -30,8 +30,12 @@ sys.path.insert(0, str(REPO))  # runnable as a script from anywhere
 
 import pipeline  # noqa: E402,F401  (the torchvision shim, Prefect settings)
 from pipeline.config import load_config  # noqa: E402
-from pipeline.faces.process import FaceProcessor, StepTimer, _run  # noqa: E402
-from stages.faces import face_config  # noqa: E402
+from pipeline.faces.process import (  # noqa: E402
+    FaceProcessor,
+    StepTimer,
+    _run,
+    face_config,  # noqa: E402
+)
 
 CLIP = REPO.parent / "shared" / "fixtures" / "videos" / "WolfgangLanger_Pexels.mp4"
 STEPS = ("decode", "detect", "landmarks", "warp", "identity", "write")

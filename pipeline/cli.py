@@ -1,6 +1,10 @@
-"""`affectflow`: the command line. Today it shows what exists; `predict` comes with issue 10.
+"""`affectflow`: the command line.
 
 affectflow --help          commands
+affectflow predict VIDEO_OR_FOLDER [--bundle DIR] [--out DIR] [--report]
+                           per-frame predictions for new videos with a trained bundle
+affectflow export [--out DIR]
+                           pack what `dvc repro` trained into a bundle (the DVC stage `export` does it too)
 affectflow stages          the DVC stages and what each writes
 affectflow tasks           the tasks, their kinds, levels and metrics
 affectflow models          registered encoders and sequence models
@@ -33,7 +37,9 @@ STAGES = (
     ("smooth", "smoothing per task chosen on each run's tune tracks", "data/predictions"),
     ("evaluate", "official metrics, baselines, mean +- sd over seeds, plots", "metrics/, plots/"),
     ("submit", "challenge submission files from the fold ensemble, validated", "data/submissions"),
+    ("export", "the fold ensemble and its settings as one bundle for `affectflow predict`", "models/bundle"),
 )
+DEFAULT_BUNDLE = Path("models/bundle")  # the export stage's output
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
@@ -81,12 +87,43 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.predict.run import predict_paths
+    from pipeline.runtime import configure_torch
+
+    device = configure_torch()
+    return predict_paths(
+        args.source,
+        args.bundle,
+        args.out,
+        report=args.report,
+        transcripts=args.transcripts,
+        sounds=args.sounds,
+        device=device,
+        max_frames=args.max_frames,
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from stages.export import main as export
+
+    export(
+        [
+            "--finetune", "models/finetune", "--temporal", "models/temporal",
+            "--smoothed", "data/predictions", "--decisions", "models/decisions",
+            "--metrics", "metrics/cv.json",
+            "--out", str(args.out), "--params", str(args.params),
+        ]
+    )  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="affectflow",
         description="Facial affective-behaviour analysis from video (ABAW tracks): a DVC pipeline and "
         "its library.",
-        epilog="The pipeline itself runs with `dvc repro`; `affectflow predict` for new videos comes next.",
+        epilog="The pipeline runs with `dvc repro`; `affectflow predict` runs its bundle on new videos.",
     )
     from pipeline import __version__
 
@@ -99,6 +136,34 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list registered encoders and sequence models").set_defaults(
         func=cmd_models
     )
+    predict = commands.add_parser(
+        "predict",
+        help="per-frame predictions for a video or a folder of videos",
+        description="Exit status: 0 every video written, 1 some videos failed (listed in <out>/run.json), "
+        "2 nothing to do (no video found, or the bundle cannot be used).",
+    )
+    predict.add_argument("source", type=Path, help="a video file, or a folder searched for videos")
+    predict.add_argument(
+        "--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle folder (default: %(default)s)"
+    )
+    predict.add_argument(
+        "--out", type=Path, default=Path("predictions"), help="output folder (default: %(default)s)"
+    )
+    predict.add_argument(
+        "--report", action="store_true", help="also an HTML report and an annotated MP4 per video"
+    )
+    predict.add_argument("--transcripts", type=Path, help="folder of <video>.txt transcripts (text input)")
+    predict.add_argument(
+        "--sounds", type=Path, help="folder of <video>.wav|.mp3|... used instead of the videos' own audio"
+    )
+    predict.add_argument("--max-frames", type=int, help="stop each video after this many frames (previews)")
+    predict.set_defaults(func=cmd_predict)
+    export = commands.add_parser("export", help="pack the trained pipeline into a bundle folder")
+    export.add_argument(
+        "--out", type=Path, default=DEFAULT_BUNDLE, help="bundle folder (default: %(default)s)"
+    )
+    export.add_argument("--params", type=Path, default=Path("params.yaml"))
+    export.set_defaults(func=cmd_export)
     config = commands.add_parser("config", help="check a params file")
     config.add_argument("file", nargs="?", type=Path, default=Path("params.yaml"))
     config.set_defaults(func=cmd_config)

@@ -30,9 +30,7 @@ from pipeline import artifacts, resume
 from pipeline.config import FacesConfig, load_config
 from pipeline.datasets.affwild2 import CROPPED_ALIGNED
 from pipeline.faces.organisers import OrganisersConfig, images_digest
-from pipeline.faces.process import PERSONS_FILE, FaceConfig
-from pipeline.faces.quality import QualityConfig
-from pipeline.faces.tracking import TrackingConfig
+from pipeline.faces.process import PERSONS_FILE, FaceConfig, face_config
 from pipeline.flows import fan_out
 
 # A track with a face in fewer than this share of its frames is flagged "partial": its features are
@@ -42,23 +40,6 @@ PARTIAL_RATE = 0.5
 REJECTIONS = ("small", "landmarks", "corrupt", "blurred")
 # The code whose changes invalidate every unit: the face modules and the decoder (pipeline.datasets.video).
 FACE_CODE = ("pipeline.faces", "pipeline.datasets.video")
-
-
-def face_config(params: FacesConfig) -> FaceConfig:
-    return FaceConfig(
-        detector=params.detector,
-        detector_kwargs=dict(params.detector_kwargs),
-        crop_size=params.crop_size,
-        views=list(params.views),
-        tracking=TrackingConfig(
-            detect_every=params.detect_every,
-            min_iou=params.min_iou,
-            max_gap=params.max_gap,
-            max_faces=params.max_faces,
-            min_frames=params.min_frames,
-        ),
-        quality=QualityConfig(min_face_size=params.min_face_size, min_sharpness=params.min_sharpness),
-    )
 
 
 def video_key(video_path: Path, config: FaceConfig, tracks: list[str], n_frames: int, code: str) -> str:

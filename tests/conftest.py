@@ -73,6 +73,14 @@ def tiny_train_config():
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A bundle of random-weight real models, exported by the real exporter (tests/predict/tiny_bundle.py)."""
+    from tests.predict.tiny_bundle import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("trained"))
+
+
 def labelled_table(sequence, outputs: dict, tasks) -> object:
     """Predictions of one toy track joined with its targets as label columns (as attach_labels gives)."""
     import numpy as np

@@ -1,6 +1,7 @@
 """A tiny-config run of every stage, in DAG order, from demo corpus to metrics and submission files (the
 real code paths: real detector, MAE, per-run fine-tuning, Prefect fan-out over videos, geometry, audio and
-text features, per-run sequence training over seeds, the five tracks and the fold-ensemble submission)."""
+text features, per-run sequence training over seeds, the five tracks and the fold-ensemble submission, the
+exported bundle and `affectflow predict` on a raw video)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ import yaml
 from pipeline import artifacts
 from pipeline.evaluation.folds import groups_split_across
 from pipeline.models.encoders import load_checkpoint
+from pipeline.predict.run import predict_paths
 from pipeline.submission.validate import validate_submission
+from pipeline.tasks.definitions import TASKS
 from stages import (
     audio,
     demo,
     evaluate,
+    export,
     faces,
     features,
     finetune,
@@ -242,3 +246,38 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
         assert len(path.read_text().splitlines()) == 1 + sum(frame_list.values())
     videos = chosen.filter(pl.col("dataset") == "mimicry")["track"].to_list()
     assert validate_submission("emi", submissions / "EMI.csv", videos) == []
+
+    # The bundle (stage export) and `affectflow predict` on a raw video reproduce the submit stage's rows
+    # for that track: the same faces, features, ensemble, smoothing and thresholds, through other code.
+    bundle_dir = models / "bundle"
+    export.main(
+        ["--finetune", str(models / "finetune"), "--temporal", str(models / "temporal"),
+         "--smoothed", str(data / "predictions"), "--decisions", str(decisions_dir),
+         "--metrics", str(metrics_dir / "cv.json"), "--out", str(bundle_dir), *p]
+    )  # fmt: skip
+    one_person = chosen.filter((pl.col("dataset") == "affwild2") & (pl.col("track") == pl.col("video"))).row(
+        0, named=True
+    )
+    video = one_person["video"]
+    out = tmp_path / "predicted"
+    status = predict_paths(
+        root / one_person["video_path"],
+        bundle_dir,
+        out,
+        sounds=root / "audio",
+        transcripts=root / "transcripts",
+    )
+    assert status == 0
+    table = pl.read_parquet(out / video / "predictions.parquet")
+    assert table.height == one_person["n_frames"] and table["face_id"].n_unique() == 1
+
+    def submitted(task: str) -> list[str]:
+        lines = (submissions / f"{task.upper()}.csv").read_text().splitlines()[1:]
+        return [line.split(",", 1)[1] for line in lines if line.startswith(f"{video}/")]
+
+    names = list(TASKS["expr"].class_names)
+    assert [str(names.index(e)) for e in table["expression"]] == submitted("expr")
+    au = table.select([c for c in table.columns if c.startswith("AU") and c.endswith("_c")]).rows()
+    assert [",".join(map(str, row)) for row in au] == submitted("au")
+    va = np.array([[float(v) for v in row.split(",")] for row in submitted("va")])
+    np.testing.assert_allclose(table.select("valence", "arousal").to_numpy(), va, atol=1e-5)

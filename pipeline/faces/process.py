@@ -39,6 +39,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from pipeline.config import FacesConfig
 from pipeline.datasets.video import TimelineDecoder, probe
 from pipeline.faces.align import DEFAULT_MARGIN, VIEWS, align_face, make_views
 from pipeline.faces.contact_sheet import draw_contact_sheet
@@ -66,7 +67,17 @@ from pipeline.faces.tracking import (
 )
 from pipeline.resume import commit, fresh_staging
 
-__all__ = ["NUM_LANDMARKS", "FaceConfig", "FaceResult", "process_track", "process_video", "load_face_result"]
+__all__ = [
+    "NUM_LANDMARKS",
+    "FaceConfig",
+    "FaceResult",
+    "face_config",
+    "VideoPeople",
+    "process_people",
+    "process_track",
+    "process_video",
+    "load_face_result",
+]
 
 PERSONS_FILE = "persons.parquet"
 CONTACT_SHEET_FILE = "contact_sheet.png"
@@ -98,6 +109,24 @@ class FaceConfig:
         unknown = [name for name in self.views if name not in VIEWS]
         if unknown:
             raise KeyError(f"unknown view(s) {unknown} (registered: {', '.join(VIEWS)})")
+
+
+def face_config(params: FacesConfig) -> FaceConfig:
+    """The face knobs of params.yaml's `faces` section as the processor's config."""
+    return FaceConfig(
+        detector=params.detector,
+        detector_kwargs=dict(params.detector_kwargs),
+        crop_size=params.crop_size,
+        views=list(params.views),
+        tracking=TrackingConfig(
+            detect_every=params.detect_every,
+            min_iou=params.min_iou,
+            max_gap=params.max_gap,
+            max_faces=params.max_faces,
+            min_frames=params.min_frames,
+        ),
+        quality=QualityConfig(min_face_size=params.min_face_size, min_sharpness=params.min_sharpness),
+    )
 
 
 @dataclass
@@ -245,6 +274,7 @@ class _VideoRun:
         self.undecoded: list[int] = []
         self.n_frames = 0
         self.frame_width = 0
+        self.frame_size = (0, 0)  # (width, height) of the decoded frames
         # Person id -> (frame, detection) on the previous detection frame: the ends boxes are tracked between.
         self.previous: dict[int, tuple[int, Detection]] = {}
 
@@ -271,6 +301,7 @@ class _VideoRun:
                     self.undecoded.append(index)
                 else:
                     self.frame_width = rgb.shape[1]
+                    self.frame_size = (rgb.shape[1], rgb.shape[0])
                 buffer.append((index, rgb))
                 if index % every == 0 and rgb is not None:
                     self._flush(buffer)
@@ -318,31 +349,57 @@ class _VideoRun:
                 assert row.box is not None and row.landmarks68 is not None
                 self.people[person].descriptors.append(self.processor.describe(rgb, row.box, row.landmarks68))
 
+    @property
+    def min_frames(self) -> int:
+        """Usable frames a person needs to count (a clip shorter than min_frames still has a main face)."""
+        return min(self.config.tracking.min_frames, max(1, self.n_frames - len(self.undecoded)))
+
+    def stitched(self) -> tuple[dict[int, pl.DataFrame], dict[int, dict[str, np.ndarray]]]:
+        """Every person's rows and crops, with the tracks of one person who left and came back joined."""
+        tables = {p: person.rows.finish() for p, person in self.people.items()}
+        crops = {
+            p: {view: writer.finish() for view, writer in person.writers.items()}
+            for p, person in self.people.items()
+        }
+        descriptors = {
+            p: np.mean(person.descriptors, axis=0) for p, person in self.people.items() if person.descriptors
+        }
+        joined = stitch_people(
+            {p: set(table["frame"].to_list()) for p, table in tables.items()},
+            descriptors,
+            SAME_PERSON_DISTANCE,
+        )
+        return self._join(joined, tables, crops)
+
+    def finish_people(self) -> tuple[dict[int, FaceResult], dict[int, int]]:
+        """Every person seen with at least `min_frames` usable faces, each over the whole timeline.
+
+        Returns:
+            ({person: FaceResult named `person<id>`, crops memory-mapped from the scratch folder when there
+            is one}, {person: usable frames} of the people left out for having fewer).
+        """
+        with self.timer("write"):
+            tables, crops = self.stitched()
+            kept, dropped = {}, {}
+            for person in sorted(tables):
+                usable = int(tables[person]["has_face"].sum())
+                if usable < self.min_frames:
+                    dropped[person] = usable
+                    continue
+                table = self._track_table(tables[person])
+                check_table(table, f"faces of person {person}")
+                kept[person] = FaceResult(f"person{person}", table, crops[person], _persons_table(tables))
+        return kept, dropped
+
     def finish(self, out_dirs: dict[str, Path | None]) -> dict[str, FaceResult]:
         """Join the tracks of one person, match annotated tracks to people, and write each track."""
         with self.timer("write"):
-            tables = {p: person.rows.finish() for p, person in self.people.items()}
-            crops = {
-                p: {view: writer.finish() for view, writer in person.writers.items()}
-                for p, person in self.people.items()
-            }
-            descriptors = {
-                p: np.mean(person.descriptors, axis=0)
-                for p, person in self.people.items()
-                if person.descriptors
-            }
-            joined = stitch_people(
-                {p: set(table["frame"].to_list()) for p, table in tables.items()},
-                descriptors,
-                SAME_PERSON_DISTANCE,
-            )
-            tables, crops = self._join(joined, tables, crops)
+            tables, crops = self.stitched()
             chosen = assign_people(
                 [_summary(p, table) for p, table in tables.items()],
                 list(out_dirs),
                 self.frame_width,
-                # a clip shorter than min_frames still has a main face
-                min(self.config.tracking.min_frames, max(1, self.n_frames - len(self.undecoded))),
+                self.min_frames,
             )
             persons = _persons_table(tables)
             results = {}
@@ -397,7 +454,7 @@ class _VideoRun:
             rows = FaceTableBuilder().finish()
         frames = pl.DataFrame({"frame": pl.int_range(0, self.n_frames, dtype=pl.Int32, eager=True)})
         table = frames.join(rows.drop("status", "fill_from"), on="frame", how="left").sort("frame")
-        missing = pl.when(pl.col("frame").is_in(pl.Series(self.undecoded, dtype=pl.Int32)))
+        missing = pl.when(pl.col("frame").is_in(list(self.undecoded)))
         table = table.with_columns(
             pl.col("has_face").fill_null(False),
             pl.when(pl.col("has_face").is_null())
@@ -471,6 +528,53 @@ def _run(
     if scratch is not None:
         shutil.rmtree(scratch)
     return results
+
+
+@dataclass
+class VideoPeople:
+    """Every person of one video (`process_people`).
+
+    Attributes:
+        people: {person id: FaceResult}, each table one row per timeline frame (the person's face where
+            seen, `no_face` elsewhere).
+        dropped: {person id: usable frames} of person tracks too short to keep (`tracking.min_frames`).
+        n_frames: timeline frames of the video.
+        undecoded: timeline frames that did not decode.
+        frame_size: (width, height) of the decoded frames ((0, 0) when none decoded).
+    """
+
+    people: dict[int, FaceResult]
+    dropped: dict[int, int]
+    n_frames: int
+    undecoded: list[int]
+    frame_size: tuple[int, int]
+
+
+def process_people(
+    video_path: Path | str,
+    config: FaceConfig | None = None,
+    scratch: Path | str | None = None,
+    max_frames: int | None = None,
+    processor: FaceProcessor | None = None,
+    timer: StepTimer | None = None,
+) -> VideoPeople:
+    """Faces of every person in a video (no annotated tracks: what `affectflow predict` needs).
+
+    Args:
+        scratch: folder for the crops (streamed there, memory-mapped back: memory stays flat on long
+            videos); None keeps them in memory. The caller owns and removes it.
+        processor: a `FaceProcessor` to reuse across videos (the detector and landmark model load once).
+    """
+    config = config or FaceConfig()
+    processor = processor or FaceProcessor(config)
+    timer = timer or StepTimer()
+    folder = Path(scratch) if scratch is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    video = _VideoRun(config, processor, folder, timer)
+    video.run(Path(video_path), Path(video_path).name, max_frames)
+    people, dropped = video.finish_people()
+    return VideoPeople(people, dropped, video.n_frames, list(video.undecoded), video.frame_size)
 
 
 def process_track(

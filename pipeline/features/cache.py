@@ -36,6 +36,14 @@ from pipeline.runtime import autocast
 ROW_GROUP_ROWS = 4096  # bounded row groups: readers stream a table a row group at a time
 WRITE_OPTIONS = {"compression": "zstd", "row_group_size": ROW_GROUP_ROWS, "use_dictionary": ["view"]}
 POOLS = FEATURE_POOLS  # features.pool
+STORED_DTYPE = np.float16  # embeddings as stored (and so as every model trained on them saw them)
+
+
+def as_stored(values: np.ndarray) -> np.ndarray:
+    """float32 [..., D] as a reader of the cache gets them back: rounded through `STORED_DTYPE`. Features
+    computed on the fly (`affectflow predict`) go through this, so models see what they were trained on."""
+    with np.errstate(over="ignore"):
+        return np.asarray(values).astype(STORED_DTYPE).astype(np.float32)
 
 
 def feature_schema(dim: int) -> pa.Schema:
@@ -66,12 +74,12 @@ def track_table(n_frames: int, embeddings: dict[str, tuple[np.ndarray, np.ndarra
         raise ValueError(f"all views of a feature table need one embedding width, got {dims}")
     dim = dims[views[0]]
     has_face = np.zeros((n_frames, len(views)), dtype=bool)
-    flat = np.zeros((n_frames, len(views), dim), dtype=np.float16)
+    flat = np.zeros((n_frames, len(views), dim), dtype=STORED_DTYPE)
     for v, view in enumerate(views):
         frames, values = embeddings[view]
         has_face[frames, v] = True
         with np.errstate(over="ignore"):  # |x| > 65504 becomes inf, which readers reject, naming the frame
-            flat[frames, v] = values  # float -> float16 here, the one place it happens
+            flat[frames, v] = values  # float -> float16 here, the one place the cache rounds
     values = pa.FixedSizeListArray.from_arrays(
         pa.array(flat.reshape(-1)), dim, mask=pa.array(~has_face.reshape(-1))
     )

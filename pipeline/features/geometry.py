@@ -54,24 +54,22 @@ def normalise_landmarks(landmarks: np.ndarray) -> np.ndarray:
     return normalised.reshape(len(points), 2 * N_POINTS).astype(np.float32)
 
 
-def track_geometry(faces_dir: Path, track: str) -> tuple[int, np.ndarray, np.ndarray]:
-    """One track's normalised landmarks on its frames with a usable face.
+def face_geometry(table: pl.DataFrame, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised landmarks of the frames with a usable face of one face table (`pipeline.faces.table`).
 
     Returns:
-        n_frames (T, timeline frames), frames [M] with a face, geometry [M, 136] float32.
+        frames [M] with a face, geometry [M, 136] float32.
 
     Raises:
-        ValueError: a frame marked `has_face` without 68 landmarks (names the face table and frame).
+        ValueError: a frame marked `has_face` without 68 landmarks (names `where` and the frame).
     """
-    path = artifacts.face_table(faces_dir, track)
-    table = pl.read_parquet(path, columns=["frame", "has_face", "landmarks"]).sort("frame")
-    faces = table.filter(pl.col("has_face"))
+    faces = table.filter(pl.col("has_face")).sort("frame")
     frames = faces["frame"].to_numpy()
     landmarks = faces["landmarks"].to_list()
     bad = [i for i, points in enumerate(landmarks) if points is None or len(points) != 2 * N_POINTS]
     if bad:
         raise ValueError(
-            f"{path}: frame {int(frames[bad[0]])} has a face but no {N_POINTS}-point landmarks "
+            f"{where}: frame {int(frames[bad[0]])} has a face but no {N_POINTS}-point landmarks "
             f"({len(bad)} frames); rerun the faces stage"
         )
     geometry = (
@@ -79,6 +77,18 @@ def track_geometry(faces_dir: Path, track: str) -> tuple[int, np.ndarray, np.nda
         if len(frames)
         else np.zeros((0, 2 * N_POINTS), np.float32)
     )
+    return frames, geometry
+
+
+def track_geometry(faces_dir: Path, track: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """One track's normalised landmarks on its frames with a usable face (`face_geometry`).
+
+    Returns:
+        n_frames (T, timeline frames), frames [M] with a face, geometry [M, 136] float32.
+    """
+    path = artifacts.face_table(faces_dir, track)
+    table = pl.read_parquet(path, columns=["frame", "has_face", "landmarks"])
+    frames, geometry = face_geometry(table, str(path))
     return table.height, frames, geometry
 
 

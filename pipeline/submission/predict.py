@@ -95,6 +95,28 @@ def chosen_settings(
     return smoothing, knobs
 
 
+def finish_outputs(
+    task: Task, values: np.ndarray, sources: np.ndarray, spec: str, knobs: dict, fill: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Post-process one track's outputs of one task the way the runs chose on their tuning folds.
+
+    Args:
+        values: [T, C] ensemble probabilities / values.
+        sources: [T] "face" / "filled" / "prior" (`TrackSequence.sources`).
+        spec: smoothing spec; knobs: decision knobs (AU thresholds); fill: fill faceless frames first.
+
+    Returns:
+        (final [T, C] probabilities / values, decided [T] or [T, C]); a video-level task gives ([1, C],
+        [1, ...]) from its first row (every row holds the same value).
+    """
+    if task.level == "video":
+        return values[:1], behaviour(task).decide(values[:1], knobs)
+    if fill:
+        values = fill_faceless(values, sources)
+    values = smooth(values, spec)
+    return values, behaviour(task).decide(values, knobs)
+
+
 def decide_tracks(
     outputs: dict[str, dict[str, np.ndarray]],
     sources: dict[str, np.ndarray],
@@ -109,14 +131,13 @@ def decide_tracks(
     for task in tasks:
         parts = []
         for track, per_task in outputs.items():
-            values = per_task[task.name]
+            spec = smoothing.get(task.name, "none")
+            _, decided = finish_outputs(
+                task, per_task[task.name], sources[track], spec, knobs.get(task.name, {}), fill
+            )
             if task.level == "video":
-                decided = behaviour(task).decide(values[:1], knobs.get(task.name, {}))
                 parts.append(pl.DataFrame({"track": [track], f"{task.name}_pred": [decided[0].tolist()]}))
                 continue
-            if fill:
-                values = fill_faceless(values, sources[track])
-            decided = behaviour(task).decide(smooth(values, smoothing[task.name]), knobs.get(task.name, {}))
             parts.append(
                 pl.DataFrame(
                     {

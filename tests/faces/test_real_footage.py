@@ -14,8 +14,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.datasets.video import TimelineDecoder, read_timeline
-from pipeline.faces.process import FaceConfig, process_track
-from stages.faces import face_config
+from pipeline.faces.process import FaceConfig, face_config, process_track
 
 REPO = Path(__file__).resolve().parents[2]
 
