@@ -34,7 +34,7 @@ from pipeline.faces.process import (  # noqa: E402
     FaceProcessor,
     StepTimer,
     _run,
-    face_config,  # noqa: E402
+    face_config,
 )
 
 CLIP = REPO.parent / "shared" / "fixtures" / "videos" / "WolfgangLanger_Pexels.mp4"

@@ -278,7 +278,12 @@ def write_annotated_video(
     writer = H264Writer(out_path, rate, width, height)
     written = 0
     total = max(info.container_frame_count, last_row + 1) or None
-    bar = tqdm(total=total, desc=f"annotate {Path(video_path).name}", unit="frame", disable=not progress)
+    bar = tqdm(
+        total=total,
+        desc=f"annotate {Path(video_path).name}",
+        unit="frame",
+        disable=None if progress else True,
+    )
     try:
         for index, rgb in TimelineDecoder(video_path):
             if rgb is None:
