@@ -72,9 +72,9 @@ def test_a_video_without_faces_says_so_on_every_frame(predictor, fixture_videos,
     assert any(note.startswith("no face found in") for note in notes)
 
 
-def write_clip(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> None:
+def write_clip(path: Path, frames: list[np.ndarray], fps: float = 25.0, fourcc: str = "mp4v") -> None:
     height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
     for rgb in frames:
         writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     writer.release()
@@ -91,14 +91,21 @@ def test_a_folder_with_broken_files_reports_each_and_keeps_the_rest(predictor, f
     frames = [rgb for _, rgb in iter_frames(source)]
     # Very short and vertical: 3 frames, cut 9:16 around the middle of a 640x360 clip.
     write_clip(folder / "short_vertical.mp4", [np.ascontiguousarray(f[:, 220:420]) for f in frames[:3]])
+    # Truncated: the first 60% of an MJPG AVI; what decodes is predicted, the rest is not on the timeline.
+    write_clip(folder / "whole.avi", frames[:30], fourcc="MJPG")
+    data = (folder / "whole.avi").read_bytes()
+    (folder / "truncated.avi").write_bytes(data[: int(0.6 * len(data))])
+    (folder / "whole.avi").unlink()
     out = tmp_path / "out"
     status = cli(["predict", str(folder), "--bundle", str(predictor.bundle.root), "--out", str(out)])
     assert status == 1  # some videos failed, the others were written
     run = json.loads((out / RUN_FILE).read_text())
     assert sorted(Path(p).name for p in run["failed"]) == ["empty.mp4", "text.avi"]
     assert all(Path(p).name in message or "cannot" in message for p, message in run["failed"].items())
-    assert sorted(run["written"].values()) == ["good", "short_vertical"]
-    assert sorted(p.name for p in out.iterdir()) == ["good", RUN_FILE, "short_vertical"]  # no half folders
+    assert sorted(run["written"].values()) == ["good", "short_vertical", "truncated"]
+    assert sorted(p.name for p in out.iterdir()) == ["good", RUN_FILE, "short_vertical", "truncated"]
+    truncated = pl.read_parquet(out / "truncated" / "predictions.parquet")
+    assert 5 < truncated["frame"].n_unique() < 30  # the part that decodes, kept
     short = pl.read_parquet(out / "short_vertical" / "predictions.parquet")
     assert short["frame"].unique().to_list() == [0, 1, 2]
 
