@@ -6,8 +6,8 @@ side by side in one run on this machine; quote the ratios.
    split by step (decode, faces = detect/track/landmarks/align, audio, text, encode, temporal, finish,
    write), batched (the bundle's encoder batch size) against the same models run one crop at a time.
    Models are loaded once beforehand; the load time is printed apart.
-2. Length: videos of growing length made by joining the demo videos (scaled to 640x360), each predicted in
-   a fresh process: ms per frame and peak resident memory (ru_maxrss).
+2. Length: videos of growing length made by joining the demo videos (scaled to 640x360) with their sound
+   (48 kHz), each predicted in a fresh process: ms per frame and peak resident memory (ru_maxrss).
 
 Usage: python -m bench.bench_predict [--bundle models/bundle] [--lengths 0.05 1 5] [--skip-throughput]
 """
@@ -25,27 +25,31 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import soundfile
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as a script from anywhere
 
 import pipeline  # noqa: E402,F401  (the torchvision shim, Prefect settings)
+from pipeline.audio.read import read_audio, resample  # noqa: E402
 from pipeline.datasets.video import iter_frames  # noqa: E402
 from pipeline.predict.bundle import load_bundle  # noqa: E402
 from pipeline.predict.run import write_video_outputs  # noqa: E402
 from pipeline.predict.video import Predictor  # noqa: E402
-from pipeline.runtime import configure_torch  # noqa: E402
+from pipeline.runtime import configure_torch, steady_heap  # noqa: E402
 
 CLIP = REPO.parent / "shared" / "fixtures" / "videos" / "WolfgangLanger_Pexels.mp4"
 DEMO = REPO / "data" / "demo"
 STEPS = ("decode", "faces", "audio", "text", "encode", "temporal", "finish", "write")
 SIZE = (640, 360)
 FPS = 25.0
+SOUND_RATE = 48000
 
 
 def join_demo_videos(path: Path, minutes: float) -> Path:
     """The demo corpus's Aff-Wild2 videos one after another (repeated as needed), each frame scaled and
-    padded to 640x360, until `minutes` of video at 25 fps."""
+    padded to 640x360, until `minutes` of video at 25 fps; their sound, resampled to 48 kHz (a camera's
+    rate), goes to `<path>.wav` alongside (`sound_for`), in step with the frames."""
     sources = sorted(
         p for p in DEMO.rglob("*") if p.suffix in (".mp4", ".avi") and "C-EXPR-DB" not in p.parts
     )
@@ -53,9 +57,11 @@ def join_demo_videos(path: Path, minutes: float) -> Path:
     if not sources:
         raise SystemExit(f"no demo videos under {DEMO}: run `dvc repro demo` first")
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
+    sound = soundfile.SoundFile(sound_for(path), "w", samplerate=SOUND_RATE, channels=1, subtype="FLOAT")
     needed, written = int(minutes * 60 * FPS), 0
     while written < needed:
         for source in sources:
+            count = 0
             for _, rgb in iter_frames(source):
                 if rgb is None:
                     continue
@@ -65,18 +71,38 @@ def join_demo_videos(path: Path, minutes: float) -> Path:
                 y, x = (SIZE[1] - small.shape[0]) // 2, (SIZE[0] - small.shape[1]) // 2
                 frame[y : y + small.shape[0], x : x + small.shape[1]] = small
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-                written += 1
+                written, count = written + 1, count + 1
                 if written >= needed:
                     break
+            sound.write(source_sound(source, count))
             if written >= needed:
                 break
     writer.release()
+    sound.close()
     return path
+
+
+def sound_for(video: Path) -> Path:
+    """The sound file `join_demo_videos` writes beside `video`."""
+    return video.with_suffix(".wav")
+
+
+def source_sound(video: Path, frames: int) -> np.ndarray:
+    """[frames / FPS * SOUND_RATE] samples of a demo video's sound (data/demo/audio/<stem>.wav; silence
+    for a video without one), cut or padded with silence to its written frames."""
+    wav = DEMO / "audio" / f"{video.stem}.wav"
+    wanted = round(frames / FPS * SOUND_RATE)
+    if not wav.is_file():
+        return np.zeros(wanted, np.float32)
+    samples, rate = read_audio(wav)
+    samples = resample(samples, rate, SOUND_RATE)[:wanted]
+    return np.pad(samples, (0, wanted - len(samples)))
 
 
 def timed_prediction(predictor: Predictor, video: Path, out: Path) -> tuple[int, dict[str, float]]:
     """Predict and write one video; returns (timeline frames, seconds per step incl. `write`)."""
-    prediction = predictor.predict(video)
+    sound = sound_for(video)
+    prediction = predictor.predict(video, sound=sound if sound.is_file() else None)
     start = time.perf_counter()
     write_video_outputs(prediction, video, out, predictor.bundle, report=False)
     seconds = dict(prediction.seconds)
@@ -85,6 +111,7 @@ def timed_prediction(predictor: Predictor, video: Path, out: Path) -> tuple[int,
 
 
 def throughput(bundle_dir: Path, video: Path) -> None:
+    steady_heap()  # as `affectflow predict` does
     device = configure_torch()
     start = time.perf_counter()
     bundle = load_bundle(bundle_dir, device)
@@ -117,6 +144,7 @@ def throughput(bundle_dir: Path, video: Path) -> None:
 
 def one_length(bundle_dir: str, video: str) -> None:
     """Child process: predict `video`, print JSON with frames, seconds and peak memory."""
+    steady_heap()  # as `affectflow predict` does
     device = configure_torch()
     predictor = Predictor(load_bundle(bundle_dir, device))
     for run in predictor.bundle.runs:  # loaded before the clock starts, as in the throughput runs
@@ -149,6 +177,7 @@ def lengths(bundle_dir: Path, minutes: list[float]) -> None:
                 f"{row['peak_mb']:8.0f}"
             )
             video.unlink()
+            sound_for(video).unlink()
     first, last = rows[0], rows[-1]
     per_frame = (last["seconds"] / last["frames"]) / (first["seconds"] / first["frames"])
     print(

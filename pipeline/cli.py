@@ -89,8 +89,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.predict.run import predict_paths
-    from pipeline.runtime import configure_torch
+    from pipeline.runtime import configure_torch, steady_heap
 
+    steady_heap()  # memory flat on long videos
     device = configure_torch()
     return predict_paths(
         args.source,

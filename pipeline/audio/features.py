@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from pipeline import resume
 from pipeline.audio.logmel import (
+    BLOCK_FRAMES,
     HOP_SAMPLES,
     HOP_SECONDS,
     SAMPLE_RATE,
@@ -64,6 +65,7 @@ LOUDNESS_FLOOR_DB = -100.0
 EXTRACTOR_KEY = b"affectflow.audio_extractor"
 AUDIO_COLUMNS = ("frame", "covered", "embedding")
 WRITE_OPTIONS = {"compression": "zstd"}
+STATS_BLOCK = 4096  # video frames whose window statistics are computed together
 
 
 class AudioExtractor(Protocol):
@@ -115,23 +117,47 @@ class LogMelStats:
             return out
         width = min(self.width, len(mel))
         starts = window_starts(frame_times, len(mel), width)
-        mel = mel.astype(np.float64)
-        mean = _window_means(mel, starts, width)  # [T, 64]
-        var = _window_means(mel**2, starts, width) - mean**2
-        # the mean squared sample of each log-mel frame's own 25 ms of audio, so all four use one window
-        squares = np.concatenate([[0.0], np.cumsum(samples.astype(np.float64) ** 2)])
-        first = np.arange(len(mel)) * HOP_SAMPLES
-        frame_power = (squares[first + WINDOW_SAMPLES] - squares[first]) / WINDOW_SAMPLES  # [F]
-        power = _window_means(frame_power, starts, width)  # [T]
-        magnitude = _window_means(np.maximum(np.exp(mel) - params.LOG_OFFSET, 0.0), starts, width)  # [T, 64]
+        frame_power = _frame_power(samples, len(mel))  # [F]
+        # Blocks of video frames, each with cumulative sums over only the log-mel frames its windows
+        # cover: float64 temporaries stay the size of a block, not of the video (and sums stay short).
+        for first in range(0, len(starts), STATS_BLOCK):
+            block = slice(first, first + STATS_BLOCK)
+            out[block] = self._stats(mel, frame_power, starts[block], width)
+        return out
+
+    def _stats(self, mel: np.ndarray, frame_power: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+        """[F, 64] log-mel, [F] power, [B] window starts -> [B, 130] window statistics."""
+        low, high = int(starts.min()), int(starts.max()) + width
+        starts = starts - low
+        piece = mel[low:high].astype(np.float64)
+        mean = _window_means(piece, starts, width)  # [B, 64]
+        var = _window_means(piece**2, starts, width) - mean**2
+        power = _window_means(frame_power[low:high], starts, width)  # [B]
+        magnitude = _window_means(np.maximum(np.exp(piece) - params.LOG_OFFSET, 0.0), starts, width)
         total = magnitude.sum(axis=1)
         centroid = (magnitude @ band_centres()) / np.maximum(total, 1e-12) / 1000.0
         bands = params.NUM_MEL_BINS
+        out = np.empty((len(starts), self.dim), np.float32)
         out[:, :bands] = mean
         out[:, bands : 2 * bands] = np.sqrt(np.maximum(var, 0.0))  # cumulative sums can dip below 0
         out[:, 2 * bands] = np.maximum(10.0 * np.log10(power + 1e-30), LOUDNESS_FLOOR_DB)
         out[:, 2 * bands + 1] = np.where(total > 1e-6, centroid, 0.0)
         return out
+
+
+def _frame_power(samples: np.ndarray, n_frames: int) -> np.ndarray:
+    """[N] 16 kHz samples -> [F] float64 mean squared sample of each log-mel frame's own 25 ms window (so
+    loudness uses the same windows as the bands), computed in blocks of `BLOCK_FRAMES` frames."""
+    power = np.empty(n_frames, np.float64)
+    offsets = np.arange(BLOCK_FRAMES) * HOP_SAMPLES
+    for first in range(0, n_frames, BLOCK_FRAMES):
+        count = min(BLOCK_FRAMES, n_frames - first)
+        piece = samples[first * HOP_SAMPLES : (first + count - 1) * HOP_SAMPLES + WINDOW_SAMPLES]
+        squares = np.concatenate([[0.0], np.cumsum(piece.astype(np.float64) ** 2)])
+        power[first : first + count] = (
+            squares[offsets[:count] + WINDOW_SAMPLES] - squares[offsets[:count]]
+        ) / WINDOW_SAMPLES
+    return power
 
 
 class VGGishFeatures:

@@ -55,8 +55,10 @@ def read_audio_timed(path: Path | str) -> tuple[np.ndarray, int, float]:
         samples, rate, start = _read_container(path)
     if len(samples) == 0:
         raise AudioError(f"{path}: the audio holds no samples")
-    # Lossy decoders (AAC, MP3) overshoot full scale a little; clipping keeps the documented range.
-    return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False), rate, start
+    # Lossy decoders (AAC, MP3) overshoot full scale a little; clipping keeps the documented range. In
+    # place: a long sound track is the largest array here (30 min at 48 kHz: 345 MB).
+    samples = np.asarray(samples, np.float32)
+    return np.clip(samples, -1.0, 1.0, out=samples), rate, start
 
 
 def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
@@ -78,7 +80,8 @@ def _read_container(path: Path) -> tuple[np.ndarray, int, float]:
             kinds = [stream.type for stream in container.streams] or ["none"]
             raise AudioError(f"{path}: the container has no audio stream (streams: {', '.join(kinds)})")
         stream = container.streams.audio[0]
-        chunks: list[np.ndarray] = []  # [n] mono float32 pieces
+        seconds = container.duration / av.time_base if container.duration else 0.0
+        chunks: _Samples | None = None
         resampler = None
         rate = 0
         first_time = None
@@ -89,6 +92,7 @@ def _read_container(path: Path) -> tuple[np.ndarray, int, float]:
                     # planar float only; no rate or layout change, so nothing is filtered here.
                     rate = frame.sample_rate
                     first_time = frame.time
+                    chunks = _Samples(int(seconds * rate * 1.01) + rate)  # 1 % and 1 s to spare
                     resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=rate)
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().mean(axis=0))  # [C, n] planar -> [n]
@@ -97,12 +101,37 @@ def _read_container(path: Path) -> tuple[np.ndarray, int, float]:
                     chunks.append(out.to_ndarray().mean(axis=0))
         except av.error.FFmpegError as error:
             raise AudioError(f"{path}: cannot decode audio stream {stream.index} ({error})") from error
-        if not chunks:
+        if chunks is None or not chunks.count:
             raise AudioError(f"{path}: audio stream {stream.index} decodes to no samples")
         origin = _timeline_origin(container)
-    samples = np.concatenate(chunks)
+    samples = chunks.samples()
     start = (first_time if first_time is not None else origin) - origin
     return samples, rate, float(start)
+
+
+class _Samples:
+    """Decoded pieces appended into one growing array, first sized from the container's duration, so a
+    long track is not held twice (as a list of pieces and their concatenation)."""
+
+    def __init__(self, expected: int) -> None:
+        self.buffer = np.empty(max(expected, 1), np.float32)
+        self.count = 0
+
+    def append(self, piece: np.ndarray) -> None:
+        """piece: [n] mono samples."""
+        end = self.count + len(piece)
+        if end > len(self.buffer):  # the duration was missing or short: grow by half
+            grown = np.empty(max(end, len(self.buffer) * 3 // 2), np.float32)
+            grown[: self.count] = self.buffer[: self.count]
+            self.buffer = grown
+        self.buffer[self.count : end] = piece
+        self.count = end
+
+    def samples(self) -> np.ndarray:
+        """[N] float32, the samples appended (a view when the buffer is nearly full, else a copy)."""
+        if self.count >= 0.9 * len(self.buffer):
+            return self.buffer[: self.count]
+        return self.buffer[: self.count].copy()
 
 
 def _timeline_origin(container: av.container.InputContainer) -> float:

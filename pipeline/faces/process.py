@@ -48,7 +48,7 @@ from pipeline.faces.identity import SAME_PERSON_DISTANCE, FaceDescriber
 from pipeline.faces.landmarks import LandmarkPredictor, five_points
 from pipeline.faces.pose import head_pose
 from pipeline.faces.quality import QualityConfig, judge_face, sharpness
-from pipeline.faces.storage import CropWriter
+from pipeline.faces.storage import CropWriter, read_rows
 from pipeline.faces.table import (
     NUM_LANDMARKS,
     TABLE_FILE,
@@ -380,6 +380,7 @@ class _VideoRun:
         """
         with self.timer("write"):
             tables, crops = self.stitched()
+            persons = _persons_table(tables)  # one table, shared: it holds every person's rows
             kept, dropped = {}, {}
             for person in sorted(tables):
                 usable = int(tables[person]["has_face"].sum())
@@ -388,7 +389,7 @@ class _VideoRun:
                     continue
                 table = self._track_table(tables[person])
                 check_table(table, f"faces of person {person}")
-                kept[person] = FaceResult(f"person{person}", table, crops[person], _persons_table(tables))
+                kept[person] = FaceResult(f"person{person}", table, crops[person], persons)
         return kept, dropped
 
     def finish(self, out_dirs: dict[str, Path | None]) -> dict[str, FaceResult]:
@@ -442,8 +443,9 @@ class _VideoRun:
             for view in self.config.views:
                 path = self.scratch / f"person{keep}_joined_{view}.npy" if self.scratch else None
                 writer = CropWriter(self.config.crop_size, path)
-                for member, index in usable.select("_member", "_crop").iter_rows():
-                    writer.append(np.asarray(crops[member][view][index]))
+                for member, first, stop in _runs(usable["_member"].to_list(), usable["_crop"].to_list()):
+                    for crop in read_rows(crops[member][view], first, stop):  # not through the map
+                        writer.append(crop)
                 out_crops[keep][view] = writer.finish()
             out_tables[keep] = merged.drop("_member", "_crop")
         return out_tables, out_crops
@@ -485,6 +487,20 @@ class _VideoRun:
                 os.replace(source.filename, path)  # type: ignore[union-attr]
                 result[view] = np.load(path, mmap_mode="r")
         return result
+
+
+def _runs(members: list[int], indices: list[int], longest: int = 256) -> Iterator[tuple[int, int, int]]:
+    """(member, first, stop) runs of consecutive crop indices of one member, at most `longest` long."""
+    start = 0
+    for i in range(1, len(members) + 1):
+        if (
+            i == len(members)
+            or members[i] != members[start]
+            or indices[i] != indices[i - 1] + 1
+            or i - start == longest
+        ):
+            yield members[start], indices[start], indices[i - 1] + 1
+            start = i
 
 
 def _summary(person: int, table: pl.DataFrame) -> PersonSummary:

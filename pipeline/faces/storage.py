@@ -1,14 +1,19 @@
-"""Crop arrays on disk: one `.npy` per track and view, written as a stream, read memory-mapped.
+"""Crop arrays on disk: one `.npy` per track and view, written as a stream, read memory-mapped or in batches.
 
 A `.npy` header holds the array's shape, unknown until a video ends. `CropWriter` reserves a fixed-size
 header, appends crops behind it as they come and rewrites the header in place when done: nothing is
 copied or mapped at the end, so memory stays flat however long the video is (the previous writer copied a
 raw file behind a header at the end, mapping it whole: about 75 MB more peak memory per 1,000 frames).
 The files are plain `.npy` (format 1.0): `np.load(path, mmap_mode="r")` reads them lazily.
+
+A memory map's pages stay resident (and count as the process's memory) until it is unmapped, so a pass
+over all crops of a long video through the map grows memory by the whole file. `read_rows` reads a batch
+of rows of a mapped file with plain file reads instead, so such a pass holds one batch at a time.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from pathlib import Path
@@ -75,3 +80,26 @@ class CropWriter:
         if self._file is not None and not self._file.closed:
             self._file.close()
             self._part.unlink(missing_ok=True)
+
+
+def read_rows(crops: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of a crop array [M, S, S, 3] as a new in-memory array.
+
+    A file opened by `np.load(path, mmap_mode="r")` is read with a plain file read (its mapped pages are
+    not touched, so they do not pile up in memory); any other array, or a slice of a mapped one, is copied.
+    """
+    stop = min(stop, len(crops))
+    start = min(start, stop)
+    if not (isinstance(crops, np.memmap) and isinstance(crops.base, mmap.mmap) and crops.filename):
+        return np.array(crops[start:stop])
+    row_items = int(np.prod(crops.shape[1:], dtype=np.int64))
+    with open(crops.filename, "rb") as file:
+        rows = np.fromfile(
+            file,
+            dtype=crops.dtype,
+            count=(stop - start) * row_items,
+            offset=crops.offset + start * row_items * crops.dtype.itemsize,
+        )
+    if len(rows) != (stop - start) * row_items:
+        raise OSError(f"{crops.filename}: rows {start}..{stop} lie past the end of the file (truncated?)")
+    return rows.reshape((stop - start, *crops.shape[1:]))

@@ -3,8 +3,8 @@ ensemble of sequence models, smoothing and decisions, as one table row per decod
 
 The steps, each timed (`VideoPrediction.seconds`, for the benchmark):
 1. `faces`: one streaming decode; detection every `detect_every` frames, person tracking, landmarks,
-   alignment (`pipeline.faces.process.process_people`). Crops go to a scratch folder and come back
-   memory-mapped, so memory does not grow with the crops.
+   alignment (`pipeline.faces.process.process_people`). Crops go to a scratch folder and are read back
+   one batch at a time (`pipeline.faces.storage.read_rows`), so memory does not grow with the crops.
 2. `audio`, `text`: the video's audio stream aligned to its frames (as the audio stage does), and the
    transcript's vector (a video without a transcript gets the embedding of "", as in training).
 3. `encode`: each run's encoders over the person's crops in batches; features rounded as the cache stores
@@ -28,11 +28,13 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.audio.features import frame_audio_features, make_extractor
-from pipeline.audio.read import AudioError, read_audio_timed
+from pipeline.audio.features import coverage, frame_audio_features, make_extractor
+from pipeline.audio.logmel import SAMPLE_RATE
+from pipeline.audio.read import AudioError, read_audio_timed, resample
 from pipeline.config import GEOMETRY_STREAM
 from pipeline.datasets.video import probe
 from pipeline.faces.process import FaceProcessor, FaceResult, StepTimer, process_people
+from pipeline.faces.storage import read_rows
 from pipeline.features.cache import as_stored, pool_features
 from pipeline.features.geometry import face_geometry
 from pipeline.features.sequences import AUDIO_STREAM, TEXT_CLIP, TrackSequence, fill_missing, track_features
@@ -41,7 +43,7 @@ from pipeline.inference.sequences import predict_sequence
 from pipeline.models.encoders import input_size
 from pipeline.predict.bundle import Bundle
 from pipeline.predict.table import add_outputs, face_columns, table_schema
-from pipeline.runtime import autocast
+from pipeline.runtime import autocast, release_heap
 from pipeline.submission.predict import finish_outputs
 from pipeline.tasks.definitions import add_predicted
 from pipeline.text.embed import TextEncoder, read_utterances
@@ -149,16 +151,18 @@ class Predictor:
             with timer("text"):
                 text = self._text(transcript, notes)
             tables, faces = [], []
-            for person, result in people.people.items():
+            for person in sorted(people.people):  # face_id order; each table is in frame order
+                result = people.people.pop(person)  # its face rows are not needed once it has its table
                 tables.append(self._person(video_path.stem, person, result, fps, audio, text, timer))
                 faces += _sample_faces(person, result)
-            if not people.people:
+                del result
+            if not tables:
                 notes.append(f"no face found in {n_frames} frames: every row says so, with no outputs")
                 tables.append(self._nobody(video_path.stem, n_frames, fps, people.undecoded))
         finally:
             if owned:
                 shutil.rmtree(folder, ignore_errors=True)
-        table = pl.concat(tables).sort("face_id", "frame", nulls_last=True)
+        table = pl.concat(tables, rechunk=False)  # already sorted by face_id, frame: not copied again
         seconds = dict(timer.seconds)
         seconds["faces"] = seconds.pop("faces_total") - seconds.get("decode", 0.0)
         for step in FACE_STEPS:
@@ -175,10 +179,15 @@ class Predictor:
         frame_times = np.arange(n_frames) / (fps if fps > 0 else 25.0)
         try:
             samples, rate, start = read_audio_timed(source)
-            return frame_audio_features(self.audio, samples, rate, frame_times, start=start)
         except AudioError as error:
             notes.append(f"no usable audio ({error}): the audio input is marked absent on every frame")
             return np.zeros((n_frames, self.audio.dim), np.float32), np.zeros(n_frames, bool)
+        # Both extractors resample to 16 kHz first: doing it here gives the same values and frees the
+        # original (3x larger at 48 kHz) before feature extraction. Coverage uses the original length.
+        in_audio = coverage(len(samples), rate, frame_times, start)
+        samples = resample(samples, rate, SAMPLE_RATE)
+        features, covered = frame_audio_features(self.audio, samples, SAMPLE_RATE, frame_times, start=start)
+        return features, covered & in_audio
 
     def _text(self, transcript: Path | None, notes: list[str]) -> np.ndarray | None:
         """[D] the transcript's mean utterance vector, or None when text is not an input."""
@@ -220,6 +229,7 @@ class Predictor:
                     streams[view] = self._stream(
                         n, np.flatnonzero(has_face), self._encode(encoder, result.crops[view])
                     )
+                    release_heap()  # the batches' freed blocks, before they fragment the heap
             with timer("temporal"):
                 sequence = TrackSequence(
                     f"{video}/person{person}",
@@ -271,7 +281,7 @@ class Predictor:
         size = input_size(encoder)
         parts = [np.zeros((0, encoder.num_features), np.float32)]
         for start in range(0, len(crops), self.batch_size):
-            batch = np.array(crops[start : start + self.batch_size])  # a writable copy of the memmap's rows
+            batch = read_rows(crops, start, start + self.batch_size)
             x = to_tensor_batch(batch, self.device, size=size)
             with autocast(self.device):
                 parts.append(pool_features(encoder, x, pool).float().cpu().numpy())
@@ -308,4 +318,4 @@ def _sample_faces(person: int, result: FaceResult) -> list[tuple[int, int, np.nd
         return []
     view = REPORT_VIEW if REPORT_VIEW in result.crops else next(iter(result.crops))
     picks = np.unique(np.linspace(0, len(frames) - 1, min(SAMPLED_FACES, len(frames))).round().astype(int))
-    return [(person, int(frames[i]), np.array(result.crops[view][i])) for i in picks]
+    return [(person, int(frames[i]), read_rows(result.crops[view], i, i + 1)[0]) for i in picks]

@@ -12,6 +12,7 @@ import soundfile
 import torch
 from scipy.signal import get_window
 
+from pipeline.audio import features as audio_features
 from pipeline.audio import logmel
 from pipeline.audio.features import (
     AUDIO_FEATURES,
@@ -325,6 +326,21 @@ def test_logmel_stats_follow_a_tone_onset(fps, rate):
         # frames past the end take the last complete window
         past = features[times >= start + 3.0]
         assert len(past) and (past == features[covered][-1]).all()
+
+
+def test_logmel_stats_in_blocks_equal_one_pass_over_the_whole_audio(monkeypatch):
+    """Window statistics and frame power are computed in blocks (memory flat on long audio); tiny blocks
+    must give what one block over everything gives, to float rounding."""
+    rng = np.random.default_rng(3)
+    rate = 16000
+    x = (0.3 * rng.standard_normal(rate * 7)).astype(np.float32) * np.repeat(rng.random(7), rate)
+    times = np.arange(7 * 25) / 25
+    whole = frame_audio_features("logmel_stats", x, rate, times)[0]
+    monkeypatch.setattr(audio_features, "STATS_BLOCK", 7)  # 25 blocks, windows crossing their edges
+    monkeypatch.setattr(audio_features, "BLOCK_FRAMES", 33)  # frame power in 22 blocks
+    blocked = frame_audio_features("logmel_stats", x, rate, times)[0]
+    np.testing.assert_allclose(blocked, whole, rtol=1e-5, atol=1e-4)
+    assert np.ptp(whole[:, 128]) > 5  # the loudness does change along the clip
 
 
 def test_audio_shorter_than_one_stft_window_is_not_covered():

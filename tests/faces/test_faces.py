@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import polars as pl
 import pytest
 from skimage import data
 
+from pipeline.datasets.video import iter_frames
+from pipeline.faces import process as face_process
 from pipeline.faces.align import (
     VIEWS,
     align_face,
@@ -23,6 +27,7 @@ from pipeline.faces.landmarks import LandmarkPredictor, five_points
 from pipeline.faces.process import (
     FaceConfig,
     load_face_result,
+    process_people,
     process_track,
     process_video,
 )
@@ -278,3 +283,37 @@ def test_face_models_are_shared_per_thread_not_across_threads() -> None:
     worker.start()
     worker.join()
     assert theirs and theirs[0] is not mine
+
+
+def test_a_person_who_leaves_and_comes_back_keeps_one_id_and_all_crops(
+    fixture_videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 face frames, 40 empty ones (longer than tracking.max_gap, so a new person track starts), the
+    same 40 face frames again: the two tracks are stitched into one person, and the crops joined from the
+    scratch files (read in runs, not through their maps) equal the ones joined in memory."""
+    frames = [rgb for _, rgb in iter_frames(fixture_videos / "single_face.mp4")][:40]
+    video = tmp_path / "leaves.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, frames[0].shape[1::-1])
+    for rgb in frames + [np.zeros_like(frames[0])] * 40 + frames:
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    runs: list[tuple[int, int, int]] = []
+    real_runs = face_process._runs
+
+    def spy(*args: list[int]) -> Iterator[tuple[int, int, int]]:
+        found = list(real_runs(*args))
+        runs.extend(found)
+        return iter(found)
+
+    monkeypatch.setattr(face_process, "_runs", spy)
+    on_disk = process_people(video, scratch=tmp_path / "scratch")
+    assert {member for member, _, _ in runs} == {0, 1}  # two person tracks were joined
+    in_memory = process_people(video)
+    assert list(on_disk.people) == list(in_memory.people) and len(on_disk.people) == 1
+    person = next(iter(on_disk.people))
+    seen = on_disk.people[person].table.filter(pl.col("has_face"))["frame"].to_numpy()
+    assert seen.min() < 40 and seen.max() >= 80  # one id before and after the gap
+    for view in ("face", "eye_mouth"):
+        joined = on_disk.people[person].crops[view]
+        assert isinstance(joined, np.memmap) and len(joined) == len(seen)
+        np.testing.assert_array_equal(joined, in_memory.people[person].crops[view])

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.faces.storage import CropWriter
+from pipeline.faces.storage import CropWriter, read_rows
 from pipeline.faces.table import COLUMNS, FaceRow, FaceTableBuilder, check_table, nearest_usable
 
 
@@ -94,3 +94,23 @@ def test_crop_writer_streams_a_valid_npy(tmp_path: Path) -> None:
     in_memory = CropWriter(16, None)
     in_memory.append(crops[0])
     np.testing.assert_array_equal(in_memory.finish(), crops[:1])
+
+
+def test_read_rows_reads_batches_of_a_mapped_file_without_mapping_them(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    crops = rng.integers(0, 256, (9, 8, 8, 3), dtype=np.uint8)
+    writer = CropWriter(8, tmp_path / "face.npy")
+    for crop in crops:
+        writer.append(crop)
+    mapped = writer.finish()
+    assert isinstance(mapped, np.memmap)
+    for start, stop in [(0, 4), (4, 8), (8, 12), (3, 3), (12, 20)]:
+        rows = read_rows(mapped, start, stop)
+        np.testing.assert_array_equal(rows, crops[start:stop])
+        assert not isinstance(rows, np.memmap) and rows.flags.writeable
+    np.testing.assert_array_equal(read_rows(crops, 2, 5), crops[2:5])  # in memory: a copy
+    np.testing.assert_array_equal(read_rows(mapped[2:], 1, 3), crops[3:5])  # a slice of the map
+    with open(tmp_path / "face.npy", "r+b") as file:  # cut the file behind the map's back
+        file.truncate(128 + 5 * 8 * 8 * 3)
+    with pytest.raises(OSError, match=r"face.npy: rows 4..8 lie past the end"):
+        read_rows(mapped, 4, 8)

@@ -1,0 +1,59 @@
+"""Run-time settings (`pipeline.runtime`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAP_PROGRAM = """
+import sys
+import threading
+import numpy as np
+from pipeline.runtime import steady_heap
+
+def anon_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon"):
+            return int(line.split()[1]) / 1024
+
+applied = steady_heap() if sys.argv[1] == "steady" else None
+start = anon_mb()
+first = np.ones(1 << 22, np.uint8)  # 4 MiB: mapped, and freeing it raises glibc's dynamic threshold
+del first
+kept = []
+
+def work():  # like a batch loop: a few 1.5 MiB arrays alive at a time, small objects kept between them
+    batches = []
+    for _ in range(40):
+        batches.append(np.ones(3 << 19, np.uint8))
+        kept.append(np.ones(200, np.uint8))
+        if len(batches) > 3:
+            batches.pop(0)
+
+for _ in range(3):
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+print(applied, anon_mb() - start)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_steady_heap_returns_freed_batch_sized_blocks() -> None:
+    def run(mode: str) -> tuple[str, float]:
+        out = subprocess.run(
+            [sys.executable, "-c", HEAP_PROGRAM, mode], capture_output=True, text=True, check=True
+        )
+        applied, grown = out.stdout.split()
+        return applied, float(grown)
+
+    applied, steady = run("steady")
+    assert applied == "True"
+    _, default = run("default")
+    # measured: 0.2 MB against 35-42 MB over five runs each
+    assert steady < 10  # the freed blocks went back to the system
+    assert default > 20  # glibc's default keeps them in per-thread arenas: what steady_heap prevents
