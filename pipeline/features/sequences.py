@@ -228,7 +228,8 @@ def track_features(features: np.ndarray, has_face: np.ndarray, mode: str) -> np.
         raise ValueError(f"track features must be one of {TRACK_FEATURES}, got '{mode}'")
     mean = features[has_face].mean(axis=0) if has_face.any() else np.zeros(features.shape[1], np.float32)
     parts = {"raw": [features], "deviation": [features - mean], "both": [features, features - mean]}[mode]
-    return np.concatenate(parts, axis=1).astype(np.float32)
+    joined = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    return joined.astype(np.float32, copy=False)
 
 
 def label_arrays(labels: pl.DataFrame, tasks: list[Task]) -> dict[str, np.ndarray]:

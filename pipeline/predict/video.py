@@ -35,9 +35,10 @@ from pipeline.config import GEOMETRY_STREAM
 from pipeline.datasets.video import probe
 from pipeline.faces.process import FaceProcessor, FaceResult, StepTimer, process_people
 from pipeline.faces.storage import read_rows
+from pipeline.faces.table import nearest_usable
 from pipeline.features.cache import as_stored, pool_features
 from pipeline.features.geometry import face_geometry
-from pipeline.features.sequences import AUDIO_STREAM, TEXT_CLIP, TrackSequence, fill_missing, track_features
+from pipeline.features.sequences import AUDIO_STREAM, TEXT_CLIP, TrackSequence, track_features
 from pipeline.inference.images import to_tensor_batch
 from pipeline.inference.sequences import predict_sequence
 from pipeline.models.encoders import input_size
@@ -219,9 +220,10 @@ class Predictor:
         if GEOMETRY_STREAM in self.views:
             frames, geometry = face_geometry(face_table, f"{video} person {person}")
             fixed[GEOMETRY_STREAM] = self._stream(n, frames, geometry)
+        audio_input = track_features(audio[0], audio[1], mode) if audio is not None else None
         sums: dict[str, np.ndarray] = {}
         count = 0
-        sequence = None
+        sources = None
         for run in self.bundle.runs:
             with timer("encode"):
                 streams = dict(fixed)
@@ -231,13 +233,15 @@ class Predictor:
                     )
                     release_heap()  # the batches' freed blocks, before they fragment the heap
             with timer("temporal"):
+                # [T, D] arrays per stream are what grows with the video here: build each once and drop
+                # the run's raw streams as soon as the model inputs exist.
+                inputs = {name: track_features(streams.pop(name), has_face, mode) for name in self.views}
                 sequence = TrackSequence(
-                    f"{video}/person{person}",
-                    {name: track_features(streams[name], has_face, mode) for name in self.views},
-                    {name: has_face for name in self.views},
+                    f"{video}/person{person}", inputs, {name: has_face for name in self.views}
                 )
+                del streams, inputs
                 if audio is not None:
-                    sequence.streams[AUDIO_STREAM] = track_features(audio[0], audio[1], mode)
+                    sequence.streams[AUDIO_STREAM] = audio_input
                     sequence.masks[AUDIO_STREAM] = audio[1]
                 if text is not None:
                     sequence.clips[TEXT_CLIP] = text
@@ -249,9 +253,10 @@ class Predictor:
                     for task in tasks:
                         sums[task.name] = sums.get(task.name, 0.0) + outputs[task.name]
                     count += 1
-        assert sequence is not None
+                sources = sequence.sources()  # the same for every run: faces and audio coverage
+                del sequence
+        assert sources is not None
         with timer("finish"):
-            sources = sequence.sources()
             values, decided = {}, {}
             for task in tasks:
                 spec = self.bundle.meta["smoothing"].get(task.name, "none")
@@ -267,25 +272,28 @@ class Predictor:
             return add_outputs(table, tasks, values, decided, sources)
 
     def _stream(self, n_frames: int, frames: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """[T, D] stream from the [M, D] values of the frames with a face, rounded as the cache stores
-        them and filled from the nearest face frame like a loaded feature table."""
-        full = np.zeros((n_frames, values.shape[1]), np.float32)
+        """[T, D] stream from the [M, D] values of the M (sorted) frames with a face, rounded as the cache
+        stores them and filled from the nearest face frame like a loaded feature table (`fill_missing`'s
+        rule), built in one [T, D] allocation."""
+        if not len(frames):
+            return np.zeros((n_frames, values.shape[1]), np.float32)
         mask = np.zeros(n_frames, bool)
-        full[frames], mask[frames] = as_stored(values), True
-        return fill_missing(full, mask)
+        mask[frames] = True
+        rows = np.searchsorted(frames, nearest_usable(mask))  # the row of each frame's nearest face frame
+        return as_stored(values)[rows]
 
     @torch.inference_mode()
     def _encode(self, encoder: torch.nn.Module, crops: np.ndarray) -> np.ndarray:
         """uint8 [M, S, S, 3] crops -> [M, D] float32 features, `batch_size` crops per forward pass."""
         pool = self.bundle.meta["features"]["pool"]
         size = input_size(encoder)
-        parts = [np.zeros((0, encoder.num_features), np.float32)]
+        features = np.empty((len(crops), encoder.num_features), np.float32)
         for start in range(0, len(crops), self.batch_size):
             batch = read_rows(crops, start, start + self.batch_size)
             x = to_tensor_batch(batch, self.device, size=size)
             with autocast(self.device):
-                parts.append(pool_features(encoder, x, pool).float().cpu().numpy())
-        return np.concatenate(parts)
+                features[start : start + len(batch)] = pool_features(encoder, x, pool).float().cpu().numpy()
+        return features
 
     def _nobody(self, video: str, n_frames: int, fps: float, undecoded: list[int]) -> pl.DataFrame:
         """One row per frame of a video where nobody was found: flags say so, outputs are null."""
