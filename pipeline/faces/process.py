@@ -447,6 +447,10 @@ class _VideoRun:
                     for crop in read_rows(crops[member][view], first, stop):  # not through the map
                         writer.append(crop)
                 out_crops[keep][view] = writer.finish()
+                for member in members:  # joined: the members' files would double the scratch space
+                    filename = getattr(crops[member][view], "filename", None)
+                    if filename:
+                        Path(filename).unlink(missing_ok=True)
             out_tables[keep] = merged.drop("_member", "_crop")
         return out_tables, out_crops
 

@@ -308,6 +308,10 @@ def test_a_person_who_leaves_and_comes_back_keeps_one_id_and_all_crops(
     monkeypatch.setattr(face_process, "_runs", spy)
     on_disk = process_people(video, scratch=tmp_path / "scratch")
     assert {member for member, _, _ in runs} == {0, 1}  # two person tracks were joined
+    assert sorted(path.name for path in (tmp_path / "scratch").iterdir()) == [
+        "person0_joined_eye_mouth.npy",
+        "person0_joined_face.npy",
+    ]  # the members' files are gone once joined
     in_memory = process_people(video)
     assert list(on_disk.people) == list(in_memory.people) and len(on_disk.people) == 1
     person = next(iter(on_disk.people))
