@@ -11,7 +11,7 @@ HEAP_PROGRAM = """
 import sys
 import threading
 import numpy as np
-from pipeline.runtime import steady_heap
+from pipeline.runtime import release_heap, steady_heap
 
 def anon_mb():
     for line in open("/proc/self/status"):
@@ -38,12 +38,14 @@ for _ in range(3):
         thread.start()
     for thread in threads:
         thread.join()
+if applied:
+    release_heap()  # as predict does after each encoder pass
 print(applied, anon_mb() - start)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_steady_heap_returns_freed_batch_sized_blocks() -> None:
+def test_steady_heap_and_release_heap_return_freed_batch_sized_blocks() -> None:
     def run(mode: str) -> tuple[str, float]:
         out = subprocess.run(
             [sys.executable, "-c", HEAP_PROGRAM, mode], capture_output=True, text=True, check=True
@@ -54,6 +56,6 @@ def test_steady_heap_returns_freed_batch_sized_blocks() -> None:
     applied, steady = run("steady")
     assert applied == "True"
     _, default = run("default")
-    # measured: 0.2 MB against 35-42 MB over five runs each
-    assert steady < 10  # the freed blocks went back to the system
+    # measured: 3.6-6.6 MB against 30-44 MB over three runs each (19.6 MB with 2 arenas and no trim)
+    assert steady < 15  # the freed blocks went back to the system
     assert default > 20  # glibc's default keeps them in per-thread arenas: what steady_heap prevents
