@@ -91,7 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.predict.run import predict_paths
     from pipeline.runtime import configure_torch, steady_heap
 
-    steady_heap()  # memory flat on long videos
+    steady_heap()  # freed memory is not kept as heap fragments over a long video
     device = configure_torch()
     return predict_paths(
         args.source,

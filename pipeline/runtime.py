@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -59,8 +60,9 @@ def autocast(device: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
-    """glibc, or None elsewhere (the heap settings below are glibc's)."""
+    """glibc, or None elsewhere (the heap settings below are glibc's); loaded once."""
     if not sys.platform.startswith("linux"):
         return None
     name = ctypes.util.find_library("c")
@@ -74,8 +76,8 @@ def steady_heap() -> bool:
     glibc gives each thread that allocates its own arena, and freed memory inside an arena stays
     resident as fragments; over a 5-minute video `affectflow predict` grew by about 280 MB this way
     (`bench/bench_predict.py`). Two arenas (set here, at the start of the process, before torch starts
-    its threads) and `release_heap` after each large step keep it flat. Returns False where it does not
-    apply (not glibc). (A fixed 1 MiB mmap threshold also kept it flat, but made encoding 2-3x slower:
+    its threads) and `release_heap` after each large step stop that growth. Returns False where it does not
+    apply (not glibc). (A fixed 1 MiB mmap threshold stopped it too, but made encoding 2-3x slower:
     every batch's activations were mapped and zeroed afresh.)
     """
     libc = _libc()

@@ -156,7 +156,6 @@ class Predictor:
                 result = people.people.pop(person)  # its face rows are not needed once it has its table
                 tables.append(self._person(video_path.stem, person, result, fps, audio, text, timer))
                 faces += _sample_faces(person, result)
-                del result
             if not tables:
                 notes.append(f"no face found in {n_frames} frames: every row says so, with no outputs")
                 tables.append(self._nobody(video_path.stem, n_frames, fps, people.undecoded))
