@@ -202,6 +202,19 @@ def _list_column(rows: list[np.ndarray], width: int) -> pl.Series:
     return pl.Series(values, dtype=pl.Array(pl.Float32, width)).cast(pl.List(pl.Float32))
 
 
+def points_array(column: pl.Series, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A list column of points (`landmarks`, `landmarks5`) as ([n] bool: the row has `width` values,
+    [n, width] float32 with NaN rows elsewhere), through numpy: as Python lists, a 30-minute track's 68
+    points were ~200 MB of float objects."""
+    lengths = column.list.len().fill_null(0).to_numpy()
+    complete = lengths == width
+    values = np.full((len(column), width), np.nan, np.float32)
+    if complete.any():
+        rows = column.filter(pl.Series(complete)).explode().to_numpy()
+        values[complete] = rows.astype(np.float32, copy=False).reshape(-1, width)
+    return complete, values
+
+
 def check_table(table: pl.DataFrame, where: str) -> None:
     """Raise ValueError naming `where` when a face table does not follow the schema."""
     missing = [name for name in COLUMNS if name not in table.columns]

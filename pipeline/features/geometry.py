@@ -17,6 +17,7 @@ import polars as pl
 
 from pipeline import artifacts
 from pipeline.config import GEOMETRY_STREAM
+from pipeline.faces.table import points_array
 from pipeline.features.cache import feature_table
 
 GEOMETRY_VIEW = GEOMETRY_STREAM  # the stream name sequence models see
@@ -65,18 +66,14 @@ def face_geometry(table: pl.DataFrame, where: str) -> tuple[np.ndarray, np.ndarr
     """
     faces = table.filter(pl.col("has_face")).sort("frame")
     frames = faces["frame"].to_numpy()
-    landmarks = faces["landmarks"].to_list()
-    bad = [i for i, points in enumerate(landmarks) if points is None or len(points) != 2 * N_POINTS]
-    if bad:
+    complete, landmarks = points_array(faces["landmarks"], 2 * N_POINTS)
+    bad = np.flatnonzero(~complete)
+    if len(bad):
         raise ValueError(
             f"{where}: frame {int(frames[bad[0]])} has a face but no {N_POINTS}-point landmarks "
             f"({len(bad)} frames); rerun the faces stage"
         )
-    geometry = (
-        normalise_landmarks(np.asarray(landmarks, dtype=np.float32))
-        if len(frames)
-        else np.zeros((0, 2 * N_POINTS), np.float32)
-    )
+    geometry = normalise_landmarks(landmarks) if len(frames) else np.zeros((0, 2 * N_POINTS), np.float32)
     return frames, geometry
 
 

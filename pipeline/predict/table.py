@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from pipeline.faces.table import NUM_LANDMARKS
+from pipeline.faces.table import NUM_LANDMARKS, points_array
 from pipeline.tasks.definitions import Task
 
 REJECTED_REASONS = ("small", "landmarks", "corrupt", "blurred")  # found by the detector, then rejected
@@ -115,11 +115,7 @@ def face_columns(face_table: pl.DataFrame, video: str, face_id: int, fps: float)
     frames = face_table["frame"].to_numpy()
     if not np.array_equal(frames, np.arange(n)):
         raise ValueError(f"{video} face {face_id}: the face table must have one row per frame 0..{n - 1}")
-    landmarks = face_table["landmarks"].to_list()
-    points = np.full((n, 2 * NUM_LANDMARKS), np.nan, np.float32)
-    for i, row in enumerate(landmarks):
-        if row is not None:
-            points[i] = row
+    _, points = points_array(face_table["landmarks"], 2 * NUM_LANDMARKS)
     found = face_table["has_face"].to_numpy()
     box = face_table.select("x1", "y1", "x2", "y2").to_numpy().astype(np.float32)
     columns: dict[str, object] = {

@@ -3,6 +3,7 @@ aligned by time stamp, and the Parquet cache."""
 
 from __future__ import annotations
 
+from math import gcd
 from pathlib import Path
 
 import av
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from scipy.signal import get_window
+from scipy.signal import get_window, resample_poly
 
 from pipeline.audio import features as audio_features
 from pipeline.audio import logmel
+from pipeline.audio import read as audio_read
 from pipeline.audio.features import (
     AUDIO_FEATURES,
     AudioTableError,
@@ -188,6 +190,33 @@ def test_read_wav_averages_channels(tmp_path):
     flac = tmp_path / "mono.flac"
     soundfile.write(flac, left, rate)
     np.testing.assert_allclose(read_audio(flac)[0], left, atol=2 / 32768)
+
+
+def test_read_wav_in_blocks_equals_one_read(tmp_path, monkeypatch):
+    """Blocks of 1,000 sample frames (the last one partial) into one array: the same samples as
+    libsndfile's one read, channel-averaged."""
+    rng = np.random.default_rng(3)
+    stereo = rng.uniform(-0.9, 0.9, (10_501, 2)).astype(np.float32)
+    path = tmp_path / "long.wav"
+    soundfile.write(path, stereo, 48000, subtype="FLOAT")
+    monkeypatch.setattr(audio_read, "SOUNDFILE_BLOCK", 1000)
+    samples, rate = read_audio(path)
+    whole, _ = soundfile.read(path, dtype="float32", always_2d=True)
+    assert rate == 48000 and samples.dtype == np.float32
+    np.testing.assert_array_equal(samples, whole.mean(axis=1))
+
+
+@pytest.mark.parametrize("rate", [48000, 44100, 22050, 8000, 16001])
+def test_resample_in_blocks_equals_scipy_in_one_call(rate, monkeypatch):
+    """Blocks with margins give scipy's one-call result bit for bit, at either end and at every block
+    boundary, for down- and up-sampling and a ratio near 1 (a long filter)."""
+    samples = np.random.default_rng(rate).standard_normal(8 * rate + 123).astype(np.float32)
+    g = gcd(rate, 16000)
+    expected = resample_poly(samples, 16000 // g, rate // g).astype(np.float32)
+    monkeypatch.setattr(audio_read, "RESAMPLE_BLOCK", rate // 2)  # several blocks
+    got = resample(samples, rate, 16000)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_read_real_videos_with_audio(fixture_videos):

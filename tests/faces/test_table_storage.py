@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from pipeline.faces.storage import CropWriter, read_rows
-from pipeline.faces.table import COLUMNS, FaceRow, FaceTableBuilder, check_table, nearest_usable
+from pipeline.faces.table import COLUMNS, FaceRow, FaceTableBuilder, check_table, nearest_usable, points_array
 
 
 def _face(frame: int, **kwargs) -> FaceRow:
@@ -114,3 +114,17 @@ def test_read_rows_reads_batches_of_a_mapped_file_without_mapping_them(tmp_path:
         file.truncate(128 + 5 * 8 * 8 * 3)
     with pytest.raises(OSError, match=r"face.npy: rows 4..8 lie past the end"):
         read_rows(mapped, 4, 8)
+
+
+def test_points_array_keeps_rows_in_place_and_marks_incomplete_ones():
+    """Null and wrong-length rows come out as NaN rows marked incomplete; the rest in order, as float32."""
+    column = pl.Series(
+        "landmarks", [[1.0, 2.0, 3.0, 4.0], None, [5.0, 6.0], [7.5, 8.0, 9.0, 10.0]], pl.List(pl.Float32)
+    )
+    complete, values = points_array(column, 4)
+    assert complete.tolist() == [True, False, False, True]
+    assert values.dtype == np.float32 and values.shape == (4, 4)
+    np.testing.assert_array_equal(values[[0, 3]], [[1, 2, 3, 4], [7.5, 8, 9, 10]])
+    assert np.isnan(values[[1, 2]]).all()
+    complete, values = points_array(pl.Series("landmarks", [], pl.List(pl.Float32)), 4)
+    assert complete.shape == (0,) and values.shape == (0, 4)
