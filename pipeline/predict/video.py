@@ -28,9 +28,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.audio.features import coverage, frame_audio_features, make_extractor
+from pipeline.audio.features import frame_audio_features, make_extractor
 from pipeline.audio.logmel import SAMPLE_RATE
-from pipeline.audio.read import AudioError, read_audio_timed, resample
+from pipeline.audio.read import AudioError, read_audio_timed
 from pipeline.config import GEOMETRY_STREAM
 from pipeline.datasets.video import probe
 from pipeline.faces.process import FaceProcessor, FaceResult, StepTimer, process_people
@@ -178,16 +178,14 @@ class Predictor:
             return None
         frame_times = np.arange(n_frames) / (fps if fps > 0 else 25.0)
         try:
-            samples, rate, start = read_audio_timed(source)
+            # Both extractors resample to 16 kHz first: doing it while decoding gives the same samples
+            # (`pipeline.audio.read.BlockResampler`) and never holds the track at its own rate. Coverage
+            # then ends at ceil(N * 16000 / rate) / 16000 s, less than one 16 kHz sample after N / rate.
+            samples, rate, start = read_audio_timed(source, rate=SAMPLE_RATE)
         except AudioError as error:
             notes.append(f"no usable audio ({error}): the audio input is marked absent on every frame")
             return np.zeros((n_frames, self.audio.dim), np.float32), np.zeros(n_frames, bool)
-        # Both extractors resample to 16 kHz first: doing it here gives the same values and frees the
-        # original (3x larger at 48 kHz) before feature extraction. Coverage uses the original length.
-        in_audio = coverage(len(samples), rate, frame_times, start)
-        samples = resample(samples, rate, SAMPLE_RATE)
-        features, covered = frame_audio_features(self.audio, samples, SAMPLE_RATE, frame_times, start=start)
-        return features, covered & in_audio
+        return frame_audio_features(self.audio, samples, rate, frame_times, start=start)
 
     def _text(self, transcript: Path | None, notes: list[str]) -> np.ndarray | None:
         """[D] the transcript's mean utterance vector, or None when text is not an input."""

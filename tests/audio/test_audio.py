@@ -219,6 +219,45 @@ def test_resample_in_blocks_equals_scipy_in_one_call(rate, monkeypatch):
     np.testing.assert_array_equal(got, expected)
 
 
+def test_block_resampler_fed_in_pieces_equals_one_call(monkeypatch):
+    """Pieces of any size (decoder frames) give `resample`'s samples bit for bit."""
+    monkeypatch.setattr(audio_read, "RESAMPLE_BLOCK", 3000)
+    rng = np.random.default_rng(5)
+    samples = rng.standard_normal(40_000).astype(np.float32)
+    resampler = audio_read.BlockResampler(44100, 16000)
+    cuts = np.sort(rng.choice(np.arange(1, len(samples)), 60, replace=False))
+    got = [resampler.feed(piece) for piece in np.split(samples, cuts)] + [resampler.finish()]
+    expected = resample_poly(samples, 160, 441).astype(np.float32)
+    np.testing.assert_array_equal(np.concatenate(got), expected)
+
+
+def test_read_wav_at_a_rate_equals_reading_then_resampling(tmp_path, monkeypatch):
+    """Resampling while reading a sound file in blocks gives what reading at the file's rate and then
+    `resample` gives, with samples past full scale clipped before resampling."""
+    monkeypatch.setattr(audio_read, "SOUNDFILE_BLOCK", 1000)
+    monkeypatch.setattr(audio_read, "RESAMPLE_BLOCK", 4000)
+    stereo = np.random.default_rng(6).uniform(-1.2, 1.2, (30_001, 2)).astype(np.float32)
+    path = tmp_path / "loud.wav"
+    soundfile.write(path, stereo, 48000, subtype="FLOAT")
+    samples, rate, _ = read_audio_timed(path)
+    assert np.abs(samples).max() <= 1.0 < np.abs(stereo.mean(axis=1)).max()
+    at_16k, rate_16k, start = read_audio_timed(path, rate=16000)
+    assert rate_16k == 16000 and start == 0.0
+    np.testing.assert_array_equal(at_16k, resample(samples, rate, 16000))
+
+
+def test_read_video_at_a_rate_equals_reading_then_resampling(fixture_videos, monkeypatch):
+    """The same while decoding a container's audio frames."""
+    clips = clips_with_audio(fixture_videos)
+    if not clips:
+        pytest.skip(f"no clip in {fixture_videos} has an audio stream")
+    monkeypatch.setattr(audio_read, "RESAMPLE_BLOCK", 4000)
+    samples, rate, start = read_audio_timed(clips[0])
+    at_16k, rate_16k, start_16k = read_audio_timed(clips[0], rate=16000)
+    assert rate_16k == 16000 and start_16k == start and rate != 16000
+    np.testing.assert_array_equal(at_16k, resample(samples, rate, 16000))
+
+
 def test_read_real_videos_with_audio(fixture_videos):
     clips = clips_with_audio(fixture_videos)
     if not clips:
