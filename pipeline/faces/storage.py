@@ -1,4 +1,5 @@
-"""Crop arrays on disk: one `.npy` per track and view, written as a stream, read memory-mapped or in batches.
+"""Crop (and feature) arrays on disk: one `.npy` per track and view, written as a stream, read memory-mapped
+or in batches.
 
 A `.npy` header holds the array's shape, unknown until a video ends. `CropWriter` reserves a fixed-size
 header, appends crops behind it as they come and rewrites the header in place when done: nothing is
@@ -25,23 +26,27 @@ MAGIC = b"\x93NUMPY\x01\x00"
 HEADER_BYTES = 128
 
 
-def _header(shape: tuple[int, ...]) -> bytes:
-    text = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {shape!r}, }}"
+def _header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    text = (
+        f"{{'descr': {np.lib.format.dtype_to_descr(dtype)!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
+    )
     room = HEADER_BYTES - len(MAGIC) - 2
     if len(text) + 1 > room:
         raise ValueError(f"shape {shape} does not fit a {HEADER_BYTES}-byte .npy header")
     return MAGIC + struct.pack("<H", room) + (text.ljust(room - 1) + "\n").encode("latin1")
 
 
-class CropWriter:
-    """Streams uint8 crops [S, S, 3] into `<path>` (a `.npy`), or keeps them in memory when `path` is None.
+class RowWriter:
+    """Streams rows of one shape and dtype into `<path>` (a `.npy` [M, *row_shape]), or keeps them in
+    memory when `path` is None.
 
     The file is written as `<path>.part` and renamed to `<path>` by `finish`, so a killed job never leaves a
     file that looks complete.
     """
 
-    def __init__(self, side: int, path: Path | None) -> None:
-        self.side = side
+    def __init__(self, row_shape: tuple[int, ...], dtype: np.dtype | type, path: Path | None) -> None:
+        self.row_shape = tuple(row_shape)
+        self.dtype = np.dtype(dtype)
         self.path = path
         self.count = 0
         self._chunks: list[np.ndarray] = []
@@ -49,27 +54,32 @@ class CropWriter:
         if path is not None:
             self._part = path.with_name(path.name + ".part")
             self._file = self._part.open("wb")
-            self._file.write(_header((0, side, side, 3)))
+            self._file.write(_header((0, *self.row_shape), self.dtype))
 
-    def append(self, crop: np.ndarray) -> None:
-        """crop: [S, S, 3] uint8."""
-        if crop.shape != (self.side, self.side, 3) or crop.dtype != np.uint8:
-            raise ValueError(
-                f"expected a uint8 crop [{self.side}, {self.side}, 3], got {crop.dtype} {crop.shape}"
-            )
+    def append(self, row: np.ndarray) -> None:
+        """row: [*row_shape] of the writer's dtype."""
+        self.extend(row[None])
+
+    def extend(self, rows: np.ndarray) -> None:
+        """rows: [n, *row_shape] of the writer's dtype."""
+        if rows.shape[1:] != self.row_shape or rows.dtype != self.dtype:
+            raise ValueError(f"expected {self._what()}, got {rows.dtype} {rows.shape[1:]}")
         if self._file is not None:
-            self._file.write(np.ascontiguousarray(crop).tobytes())
+            self._file.write(np.ascontiguousarray(rows).tobytes())
         else:
-            self._chunks.append(crop)
-        self.count += 1
+            self._chunks.append(np.array(rows))
+        self.count += len(rows)
+
+    def _what(self) -> str:
+        return f"rows of {self.dtype} {list(self.row_shape)}"
 
     def finish(self) -> np.ndarray:
-        """Return [M, S, S, 3] uint8: in memory, or the finished file opened lazily (mmap)."""
-        shape = (self.count, self.side, self.side, 3)
+        """Return [M, *row_shape]: in memory, or the finished file opened lazily (mmap)."""
+        shape = (self.count, *self.row_shape)
         if self._file is None:
-            return np.stack(self._chunks) if self._chunks else np.zeros(shape, dtype=np.uint8)
+            return np.concatenate(self._chunks) if self._chunks else np.zeros(shape, dtype=self.dtype)
         self._file.seek(0)
-        self._file.write(_header(shape))
+        self._file.write(_header(shape, self.dtype))
         self._file.close()
         assert self.path is not None
         os.replace(self._part, self.path)
@@ -82,8 +92,19 @@ class CropWriter:
             self._part.unlink(missing_ok=True)
 
 
+class CropWriter(RowWriter):
+    """Streams uint8 crops [S, S, 3] into `<path>` (a `.npy`), or keeps them in memory when `path` is None."""
+
+    def __init__(self, side: int, path: Path | None) -> None:
+        super().__init__((side, side, 3), np.uint8, path)
+        self.side = side
+
+    def _what(self) -> str:
+        return f"a uint8 crop [{self.side}, {self.side}, 3]"
+
+
 def read_rows(crops: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of a crop array [M, S, S, 3] as a new in-memory array.
+    """Rows [start, stop) of an array [M, ...] (crops [M, S, S, 3], features [M, D]) as a new in-memory array.
 
     A file opened by `np.load(path, mmap_mode="r")` is read with a plain file read (its mapped pages are
     not touched, so they do not pile up in memory); any other array, or a slice of a mapped one, is copied.

@@ -34,15 +34,15 @@ from pipeline.audio.read import AudioError, read_audio_timed
 from pipeline.config import GEOMETRY_STREAM
 from pipeline.datasets.video import probe
 from pipeline.faces.process import FaceProcessor, FaceResult, StepTimer, process_people
-from pipeline.faces.storage import read_rows
-from pipeline.faces.table import nearest_usable
+from pipeline.faces.storage import RowWriter, read_rows
 from pipeline.features.cache import as_stored, pool_features
 from pipeline.features.geometry import face_geometry
-from pipeline.features.sequences import AUDIO_STREAM, TEXT_CLIP, TrackSequence, track_features
+from pipeline.features.sequences import AUDIO_STREAM, TEXT_CLIP, TrackSequence
 from pipeline.inference.images import to_tensor_batch
 from pipeline.inference.sequences import predict_sequence
 from pipeline.models.encoders import input_size
 from pipeline.predict.bundle import Bundle
+from pipeline.predict.streams import IndexedStream, face_rows, row_mean
 from pipeline.predict.table import add_outputs, face_columns, table_schema
 from pipeline.runtime import autocast, release_heap
 from pipeline.submission.predict import finish_outputs
@@ -154,7 +154,7 @@ class Predictor:
             tables, faces = [], []
             for person in sorted(people.people):  # face_id order; each table is in frame order
                 result = people.people.pop(person)  # its face rows are not needed once it has its table
-                tables.append(self._person(video_path.stem, person, result, fps, audio, text, timer))
+                tables.append(self._person(video_path.stem, person, result, fps, audio, text, timer, folder))
                 faces += _sample_faces(person, result)
             if not tables:
                 notes.append(f"no face found in {n_frames} frames: every row says so, with no outputs")
@@ -206,43 +206,50 @@ class Predictor:
         audio: tuple[np.ndarray, np.ndarray] | None,
         text: np.ndarray | None,
         timer: StepTimer,
+        scratch: Path,
     ) -> pl.DataFrame:
-        """The rows of one person: every run's and seed's outputs averaged, then finished."""
+        """The rows of one person: every run's and seed's outputs averaged, then finished.
+
+        The model inputs are `IndexedStream`s: the measured rows (encoder features spilled to `scratch`,
+        one file per run and view, deleted after the run) and a per-frame index, so what this holds grows
+        with the person's face frames by the geometry alone, not by [T, D] copies per stream.
+        """
         face_table = result.table
         has_face = face_table["has_face"].to_numpy()
         n = len(has_face)
+        rows = face_rows(has_face)  # frames without a face read their nearest face frame's row
         tasks = self.bundle.tasks
         mode = self.bundle.sequence["track_features"]
-        fixed: dict[str, np.ndarray] = {}
+        fixed: dict[str, IndexedStream] = {}
         if GEOMETRY_STREAM in self.views:
-            frames, geometry = face_geometry(face_table, f"{video} person {person}")
-            fixed[GEOMETRY_STREAM] = self._stream(n, frames, geometry)
-        audio_input = track_features(audio[0], audio[1], mode) if audio is not None else None
+            _, geometry = face_geometry(face_table, f"{video} person {person}")
+            geometry = as_stored(geometry)
+            fixed[GEOMETRY_STREAM] = IndexedStream(geometry, rows, mode, row_mean(geometry))
+        if audio is not None:
+            fixed[AUDIO_STREAM] = IndexedStream(audio[0], np.arange(n), mode, row_mean(audio[0], audio[1]))
+        window, stride = self.bundle.sequence["window"], self.bundle.sequence["stride"]
         sums: dict[str, np.ndarray] = {}
         count = 0
-        sources = None
-        for run in self.bundle.runs:
+        for index, run in enumerate(self.bundle.runs):
+            streams = dict(fixed)
+            paths = []
             with timer("encode"):
-                streams = dict(fixed)
                 for view, encoder in self.bundle.encoders(run).items():
-                    streams[view] = self._stream(
-                        n, np.flatnonzero(has_face), self._encode(encoder, result.crops[view])
-                    )
+                    paths.append(scratch / f"person{person}_run{index}_{view}.features.npy")
+                    features = self._encode(encoder, result.crops[view], paths[-1])
                     release_heap()  # the batches' freed blocks, before they fragment the heap
+                    streams[view] = IndexedStream(features, rows, mode, row_mean(features))
             with timer("temporal"):
-                # [T, D] arrays per stream are what grows with the video here: build each once and drop
-                # the run's raw streams as soon as the model inputs exist.
-                inputs = {name: track_features(streams.pop(name), has_face, mode) for name in self.views}
                 sequence = TrackSequence(
-                    f"{video}/person{person}", inputs, {name: has_face for name in self.views}
+                    f"{video}/person{person}",
+                    {name: streams[name] for name in self.views},
+                    {name: has_face for name in self.views},
                 )
-                del streams, inputs
                 if audio is not None:
-                    sequence.streams[AUDIO_STREAM] = audio_input
+                    sequence.streams[AUDIO_STREAM] = streams[AUDIO_STREAM]
                     sequence.masks[AUDIO_STREAM] = audio[1]
                 if text is not None:
                     sequence.clips[TEXT_CLIP] = text
-                window, stride = self.bundle.sequence["window"], self.bundle.sequence["stride"]
                 for model in self.bundle.sequence_models(run):
                     outputs = add_predicted(
                         predict_sequence(model, sequence, window, stride, self.device), tasks
@@ -250,9 +257,9 @@ class Predictor:
                     for task in tasks:
                         sums[task.name] = sums.get(task.name, 0.0) + outputs[task.name]
                     count += 1
-                sources = sequence.sources()  # the same for every run: faces and audio coverage
-                del sequence
-        assert sources is not None
+            for path in paths:
+                path.unlink(missing_ok=True)
+        sources = sequence.sources()  # the same for every run: faces and audio coverage
         with timer("finish"):
             values, decided = {}, {}
             for task in tasks:
@@ -268,29 +275,25 @@ class Predictor:
             table = face_columns(face_table, video, person, fps)
             return add_outputs(table, tasks, values, decided, sources)
 
-    def _stream(self, n_frames: int, frames: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """[T, D] stream from the [M, D] values of the M (sorted) frames with a face, rounded as the cache
-        stores them and filled from the nearest face frame like a loaded feature table (`fill_missing`'s
-        rule), built in one [T, D] allocation."""
-        if not len(frames):
-            return np.zeros((n_frames, values.shape[1]), np.float32)
-        mask = np.zeros(n_frames, bool)
-        mask[frames] = True
-        rows = np.searchsorted(frames, nearest_usable(mask))  # the row of each frame's nearest face frame
-        return as_stored(values)[rows]
-
     @torch.inference_mode()
-    def _encode(self, encoder: torch.nn.Module, crops: np.ndarray) -> np.ndarray:
-        """uint8 [M, S, S, 3] crops -> [M, D] float32 features, `batch_size` crops per forward pass."""
+    def _encode(self, encoder: torch.nn.Module, crops: np.ndarray, path: Path) -> np.ndarray:
+        """uint8 [M, S, S, 3] crops -> [M, D] float32 features rounded as the cache stores them
+        (`as_stored`), `batch_size` crops per forward pass, written to `path` as they come and returned
+        memory-mapped (`IndexedStream` reads it with `read_rows`, so it never sits in memory whole)."""
         pool = self.bundle.meta["features"]["pool"]
         size = input_size(encoder)
-        features = np.empty((len(crops), encoder.num_features), np.float32)
-        for start in range(0, len(crops), self.batch_size):
-            batch = read_rows(crops, start, start + self.batch_size)
-            x = to_tensor_batch(batch, self.device, size=size)
-            with autocast(self.device):
-                features[start : start + len(batch)] = pool_features(encoder, x, pool).float().cpu().numpy()
-        return features
+        writer = RowWriter((encoder.num_features,), np.float32, path)
+        try:
+            for start in range(0, len(crops), self.batch_size):
+                batch = read_rows(crops, start, start + self.batch_size)
+                x = to_tensor_batch(batch, self.device, size=size)
+                with autocast(self.device):
+                    features = pool_features(encoder, x, pool).float().cpu().numpy()
+                writer.extend(as_stored(features))
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish()
 
     def _nobody(self, video: str, n_frames: int, fps: float, undecoded: list[int]) -> pl.DataFrame:
         """One row per frame of a video where nobody was found: flags say so, outputs are null."""

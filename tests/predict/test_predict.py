@@ -15,8 +15,6 @@ import pytest
 
 from pipeline.cli import main as cli
 from pipeline.datasets.video import iter_frames, read_timeline
-from pipeline.features.cache import as_stored
-from pipeline.features.sequences import fill_missing
 from pipeline.predict.bundle import load_bundle
 from pipeline.predict.run import RUN_FILE, predict_videos
 from pipeline.predict.table import REJECTED_REASONS, check_prediction_table, table_schema
@@ -131,18 +129,3 @@ def test_the_command_fails_clearly_without_videos_or_bundle(tmp_path, tiny_bundl
     write_clip(video, [np.zeros((64, 64, 3), np.uint8)] * 2)
     assert cli(["predict", str(video), "--bundle", str(tmp_path / "nowhere")]) == 2
     assert "not a bundle" in capsys.readouterr().err
-
-
-def test_streams_are_filled_like_a_loaded_feature_table() -> None:
-    """`Predictor._stream` builds [T, D] in one allocation; it must equal what the cache reader gives:
-    values rounded as stored, frames without a face filled from the nearest face frame (`fill_missing`)."""
-    rng = np.random.default_rng(4)
-    for n_frames, frames in [(12, [0, 3, 4, 11]), (9, [5]), (6, list(range(6))), (7, [])]:
-        frames = np.array(frames, np.int64)
-        values = rng.standard_normal((len(frames), 5)).astype(np.float32) * 1000
-        full, mask = np.zeros((n_frames, 5), np.float32), np.zeros(n_frames, bool)
-        full[frames], mask[frames] = as_stored(values), True
-        expected = fill_missing(full, mask)
-        got = Predictor._stream(None, n_frames, frames, values)  # type: ignore[arg-type]
-        np.testing.assert_array_equal(got, expected)
-        assert got.dtype == np.float32 and got.shape == (n_frames, 5)
