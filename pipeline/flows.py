@@ -7,7 +7,8 @@ Where the jobs run is a run-time setting, not a param (it does not change result
 - `AFFECTFLOW_TASK_RUNNER=process` (default): a local process pool (`spawn`, safe after CUDA init);
 - `thread`: a thread pool (for jobs that release the GIL);
 - `module:attr`: any Prefect TaskRunner factory, e.g. `prefect_dask:DaskTaskRunner` for a Dask cluster.
-`AFFECTFLOW_WORKERS` bounds concurrency (per-GPU: set it to the number of GPUs).
+`AFFECTFLOW_WORKERS` bounds concurrency. GPU-bound jobs (`fan_out(..., gpu=True)`) get one worker
+process per GPU (`AFFECTFLOW_GPUS`, default every CUDA device), each pinned to its own GPU.
 
 Without a configured `PREFECT_API_URL`, `fan_out` starts one temporary local server for the stage and
 hands its address to the worker processes (left alone, every spawned worker would start its own:
@@ -26,10 +27,13 @@ import atexit
 import functools
 import importlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import prefect
@@ -50,11 +54,29 @@ def resolve(path: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def _job_initializer(threads: int, parent: int) -> None:
-    """Runs first in every process worker; `parent` is the pid of the stage that owns the pool."""
+def gpu_slots() -> list[str]:
+    """The GPUs jobs may use, as CUDA device ids: `AFFECTFLOW_GPUS` ("0,1,3"; "" for none), else every
+    CUDA device present (none on a CPU machine)."""
+    value = os.environ.get("AFFECTFLOW_GPUS")
+    if value is not None:
+        return [slot.strip() for slot in value.split(",") if slot.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _job_initializer(threads: int, parent: int, slots: Sequence[str] = (), claims: str = "") -> None:
+    """Runs first in every process worker; `parent` is the pid of the stage that owns the pool.
+
+    With GPU `slots`, the worker claims the first free one (a file created exclusively in the pool's
+    `claims` folder: atomic, so no two workers of a pool take the same GPU) and sees only that GPU
+    (`CUDA_VISIBLE_DEVICES`, set before torch touches CUDA): its jobs run on "cuda", which is that GPU.
+    """
     # A worker must not outlive the stage: once its parent is gone it exits (killing its children),
     # instead of writing into the stage's output after DVC has given up on it.
     watch_parent(parent)
+    if slots:
+        os.environ["CUDA_VISIBLE_DEVICES"] = _claim(slots, Path(claims))
     # Each worker gets an equal share of the cores instead of every process claiming all of them.
     import torch
 
@@ -63,12 +85,34 @@ def _job_initializer(threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
 
 
-def make_task_runner(workers: int) -> TaskRunner:
+def _claim(slots: Sequence[str], claims: Path) -> str:
+    """The first slot whose claim file this process creates (O_EXCL: exactly one creator wins)."""
+    for slot in slots:
+        try:
+            os.close(os.open(claims / f"gpu-{slot}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        return slot
+    raise RuntimeError(f"more GPU workers than GPUs ({', '.join(slots)}): every slot in {claims} is taken")
+
+
+def make_task_runner(workers: int, slots: Sequence[str] = ()) -> TaskRunner:
+    """The task runner for `workers` concurrent jobs; with GPU `slots`, one GPU per process worker."""
     kind = os.environ.get("AFFECTFLOW_TASK_RUNNER", "process")
     if kind == "process":
         threads = max(1, (os.cpu_count() or 1) // workers)
+        claims = tempfile.mkdtemp(prefix="affectflow-gpus-") if slots else ""  # removed with the stage
+        if claims:
+            atexit.register(shutil.rmtree, claims, True)
         return ProcessPoolTaskRunner(
-            max_workers=workers, initializer=_job_initializer, initargs=(threads, os.getpid())
+            max_workers=workers,
+            initializer=_job_initializer,
+            initargs=(threads, os.getpid(), tuple(slots), claims),
+        )
+    if slots:
+        raise ValueError(
+            f"GPU jobs need AFFECTFLOW_TASK_RUNNER=process (one GPU per worker process), not '{kind}'; "
+            "on a Dask cluster give each worker one GPU (`dask-cuda-worker`, or CUDA_VISIBLE_DEVICES)"
         )
     if kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers)
@@ -167,6 +211,7 @@ def fan_out(
     name: str,
     labels: Sequence[str] | None = None,
     workers: int | None = None,
+    gpu: bool = False,
 ) -> list[Any]:
     """Run `function(**job)` for every job as Prefect tasks; results in job order.
 
@@ -176,12 +221,18 @@ def fan_out(
         name: flow-run name shown in Prefect.
         labels: task-run names, one per job (default: job index).
         workers: concurrency; default `AFFECTFLOW_WORKERS` or the core count, never more than the jobs.
+        gpu: GPU-bound jobs: with GPUs (`gpu_slots`), one worker process per GPU, each pinned to its
+            own (at most `workers` of them when given); without, CPU workers as above.
     """
     if not jobs:
         return []
+    slots = gpu_slots() if gpu else []
+    if slots:
+        slots = slots[: workers or len(slots)]
+        workers = len(slots)
     workers = max(1, min(workers or num_workers(), len(jobs)))
     labels = list(labels) if labels is not None else [f"job-{i}" for i in range(len(jobs))]
     ensure_prefect_api()
-    runner = make_task_runner(workers)
+    runner = make_task_runner(workers, slots[:workers])
     with exit_with_parent():  # a SIGKILLed `dvc repro` takes this stage and its workers with it
         return _fan_out_flow.with_options(name=name, task_runner=runner)(function, list(jobs), labels)
