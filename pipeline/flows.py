@@ -6,7 +6,9 @@ runs them with bounded concurrency. Nothing here re-encodes the pipeline's stage
 Where the jobs run is a run-time setting, not a param (it does not change results):
 - `AFFECTFLOW_TASK_RUNNER=process` (default): a local process pool (`spawn`, safe after CUDA init);
 - `thread`: a thread pool (for jobs that release the GIL);
-- `module:attr`: any Prefect TaskRunner factory, e.g. `prefect_dask:DaskTaskRunner` for a Dask cluster.
+- `dask`: Prefect's Dask task runner, on the cluster at `AFFECTFLOW_DASK_ADDRESS` or else on a local
+  `distributed.LocalCluster` of worker processes (`dask_task_runner`);
+- `module:attr`: any other Prefect TaskRunner factory.
 `AFFECTFLOW_WORKERS` bounds concurrency. GPU-bound jobs (`fan_out(..., gpu=True)`) get one worker
 process per GPU (`AFFECTFLOW_GPUS`, default every CUDA device), each pinned to its own GPU.
 
@@ -96,6 +98,27 @@ def _claim(slots: Sequence[str], claims: Path) -> str:
     raise RuntimeError(f"more GPU workers than GPUs ({', '.join(slots)}): every slot in {claims} is taken")
 
 
+def dask_task_runner(workers: int) -> TaskRunner:
+    """Prefect's Dask task runner: on the cluster whose scheduler is `AFFECTFLOW_DASK_ADDRESS`
+    (`tcp://host:8786`, started elsewhere: `dask scheduler` + `dask worker`, or dask-jobqueue on SLURM/PBS),
+    else on a `distributed.LocalCluster` of `workers` single-threaded worker processes, made for the
+    stage and closed with it."""
+    from prefect_dask import DaskTaskRunner
+
+    address = os.environ.get("AFFECTFLOW_DASK_ADDRESS")
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        },
+    )
+
+
 def make_task_runner(workers: int, slots: Sequence[str] = ()) -> TaskRunner:
     """The task runner for `workers` concurrent jobs; with GPU `slots`, one GPU per process worker."""
     kind = os.environ.get("AFFECTFLOW_TASK_RUNNER", "process")
@@ -114,6 +137,8 @@ def make_task_runner(workers: int, slots: Sequence[str] = ()) -> TaskRunner:
             f"GPU jobs need AFFECTFLOW_TASK_RUNNER=process (one GPU per worker process), not '{kind}'; "
             "on a Dask cluster give each worker one GPU (`dask-cuda-worker`, or CUDA_VISIBLE_DEVICES)"
         )
+    if kind == "dask":
+        return dask_task_runner(workers)
     if kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers)
     return resolve(kind)()
