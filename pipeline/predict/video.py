@@ -8,8 +8,11 @@ The steps, each timed (`VideoPrediction.seconds`, for the benchmark):
 2. `audio`, `text`: the video's audio stream aligned to its frames (as the audio stage does), and the
    transcript's vector (a video without a transcript gets the embedding of "", as in training).
 3. `encode`: each run's encoders over the person's crops in batches; features rounded as the cache stores
-   them (`pipeline.features.cache.as_stored`), so the models see what they were trained on.
-4. `temporal`: every run's and seed's sequence model over windows (`predict_sequence`), outputs averaged.
+   them (`pipeline.features.cache.as_stored`), so the models see what they were trained on, and written to
+   the scratch folder as they come.
+4. `temporal`: every run's and seed's sequence model over windows (`predict_sequence`), outputs averaged;
+   each window's inputs are read from the measured rows (`pipeline.predict.streams.IndexedStream`), so no
+   [frames, D] stream is ever built whole.
 5. `finish`: faceless frames filled, smoothing and decisions as the runs chose on their tuning folds
    (`pipeline.submission.predict.finish_outputs`, the submit stage's code).
 
