@@ -316,3 +316,17 @@ def test_resume_units(tmp_path: Path, monkeypatch) -> None:
     (package / "a.py").write_text("X = 2\n")
     assert resume.source_fingerprint("fingerprinted") != before
     assert resume.source_fingerprint("fingerprinted.a") != resume.source_fingerprint("fingerprinted")
+
+
+@pytest.mark.slow
+def test_faces_stage_on_a_dask_cluster_equals_the_reference(
+    corpus, reference, tmp_path: Path, monkeypatch
+) -> None:
+    """The faces stage's jobs through Prefect's Dask task runner, on a real LocalCluster of two worker
+    processes (`AFFECTFLOW_TASK_RUNNER=dask`): the same files, byte for byte, as the in-process run."""
+    monkeypatch.setenv("AFFECTFLOW_TASK_RUNNER", "dask")
+    monkeypatch.setenv("AFFECTFLOW_WORKERS", "2")
+    monkeypatch.delenv("AFFECTFLOW_DASK_ADDRESS", raising=False)
+    out = tmp_path / "faces"
+    faces.run(corpus["root"], corpus["frames"], out, load_config(PARAMS).faces)
+    assert tree(out) == tree(reference)
