@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.runtime import autocast
+from pipeline.training import distributed
 
 StepResult = tuple[torch.Tensor, dict[str, float]]  # loss, named parts for logging
 
@@ -198,6 +199,7 @@ def fit(
     rng = seed_everything(config.seed)
     groups = param_groups(model, config.weight_decay, config.layer_decay, num_layers)
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    distributed.broadcast_parameters(model)  # under torchrun: every process starts from rank 0's weights
     ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
 
     n_batches = steps_per_epoch(n_items, config.batch_size, config.drop_last)
@@ -231,6 +233,7 @@ def fit(
             disable=None,
         )
         for i, idx in bar:
+            idx = distributed.shard(idx)  # under torchrun: this process's share of the global batch
             with autocast(device):
                 loss, parts = step(idx)
             value = float(loss.detach())
@@ -244,6 +247,7 @@ def fit(
                 lr_now = get_lr(update, total, warmup, config.lr, config.min_lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_now * group["lr_scale"]
+                distributed.average_gradients(model)  # under torchrun: the global batch's gradient
                 if config.clip_grad:
                     nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
                 optimizer.step()
@@ -255,10 +259,12 @@ def fit(
             for name, part in parts.items():
                 sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + part * len(idx)
             seen += len(idx)
-        record = {"epoch": epoch} | {k: v / seen for k, v in sums.items()} | {"lr": lr_now}
+        totals = distributed.sum_over_processes(sums | {"_seen": float(seen)})
+        seen_all = totals.pop("_seen")
+        record = {"epoch": epoch} | {k: v / seen_all for k, v in totals.items()} | {"lr": lr_now}
         if on_epoch_end is not None:
             record |= on_epoch_end(ema.model if ema is not None else model)
         history.append(record)
-        if resume_path is not None:
+        if resume_path is not None and distributed.is_main():  # one writer of the shared file
             _save_resume(Path(resume_path), model, optimizer, ema, epoch, update, rng, history)
     return (ema.model if ema is not None else model), history
