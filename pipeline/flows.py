@@ -216,7 +216,19 @@ def ensure_prefect_api(startup_timeout: int = 120) -> str:
     return server.api_url
 
 
-@task(name="job")
+# A lost connection or a timed-out read (a network file system, a cluster worker) is worth another try;
+# any other error is a bug or bad input, which a retry would only repeat.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+JOB_RETRIES = 2
+
+
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's `retry_condition_fn`: retry a failed job only for a `TRANSIENT_ERRORS` exception."""
+    error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return isinstance(error, TRANSIENT_ERRORS)
+
+
+@task(name="job", retries=JOB_RETRIES, retry_delay_seconds=1, retry_condition_fn=is_transient)
 def run_job(function: str, kwargs: dict[str, Any]) -> Any:
     """One independent job: `function` is a `module:attribute` path so process workers can import it."""
     return resolve(function)(**kwargs)
