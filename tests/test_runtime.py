@@ -25,6 +25,10 @@ del first
 kept = []
 
 def work():  # like a batch loop: a few 1.5 MiB arrays alive at a time, small objects kept between them
+    # All six threads are alive before any allocates, so glibc's default gives each its own arena however
+    # the threads are scheduled (on a busy machine they could otherwise run one after another, reuse one
+    # arena and keep almost nothing).
+    together.wait()
     batches = []
     for _ in range(40):
         batches.append(np.ones(3 << 19, np.uint8))
@@ -33,6 +37,7 @@ def work():  # like a batch loop: a few 1.5 MiB arrays alive at a time, small ob
             batches.pop(0)
 
 for _ in range(3):
+    together = threading.Barrier(6)
     threads = [threading.Thread(target=work) for _ in range(6)]
     for thread in threads:
         thread.start()
