@@ -34,7 +34,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -271,5 +272,19 @@ def fan_out(
     labels = list(labels) if labels is not None else [f"job-{i}" for i in range(len(jobs))]
     ensure_prefect_api()
     runner = make_task_runner(workers, slots[:workers])
-    with exit_with_parent():  # a SIGKILLed `dvc repro` takes this stage and its workers with it
+    with exit_with_parent(), _environment_kept():  # a SIGKILLed `dvc repro` takes the workers with it
         return _fan_out_flow.with_options(name=name, task_runner=runner)(function, list(jobs), labels)
+
+
+@contextmanager
+def _environment_kept() -> Iterator[None]:
+    """Give the process its environment back afterwards: Dask's nannies write their workers' settings
+    (`MALLOC_TRIM_THRESHOLD_`, `OMP_NUM_THREADS=1`, ...) into the parent's `os.environ` before spawning
+    them, where they would reach every later subprocess of the stage."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)

@@ -29,6 +29,7 @@ def test_jobs_run_on_a_local_dask_cluster(monkeypatch):
     assert [value for value, _ in results] == [x * x for x in range(8)]  # in job order
     pids = {pid for _, pid in results}
     assert len(pids) == 2 and os.getpid() not in pids  # two Dask worker processes, not this one
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # the nannies' settings did not stay behind
 
 
 def test_dask_refuses_gpu_slots(monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -52,8 +53,10 @@ print(applied, anon_mb() - start)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_steady_heap_and_release_heap_return_freed_batch_sized_blocks() -> None:
     def run(mode: str) -> tuple[str, float]:
+        # glibc's own defaults: no MALLOC_* tuning inherited from whatever ran before in this process
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
         out = subprocess.run(
-            [sys.executable, "-c", HEAP_PROGRAM, mode], capture_output=True, text=True, check=True
+            [sys.executable, "-c", HEAP_PROGRAM, mode], capture_output=True, text=True, check=True, env=env
         )
         applied, grown = out.stdout.split()
         return applied, float(grown)
