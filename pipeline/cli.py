@@ -5,6 +5,9 @@ affectflow predict VIDEO_OR_FOLDER [--bundle DIR] [--out DIR] [--report]
                            per-frame predictions for new videos with a trained bundle
 affectflow export [--out DIR]
                            pack what `dvc repro` trained into a bundle (the DVC stage `export` does it too)
+affectflow repro [ARGS]    `dvc repro ARGS` with one Prefect server shared by all its stages
+affectflow worker --pool P  a Prefect worker of work pool P (fan-out jobs of stages run with
+                           AFFECTFLOW_TASK_RUNNER=workpool:P), one per GPU
 affectflow stages          the DVC stages and what each writes
 affectflow tasks           the tasks, their kinds, levels and metrics
 affectflow models          registered encoders and sequence models
@@ -105,6 +108,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_repro(args: argparse.Namespace) -> int:
+    from pipeline.flows import run_with_server
+
+    return run_with_server(["dvc", "repro", *args.dvc_args])
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline.workpool import start_worker
+
+    worker = start_worker(args.pool, args.name, args.limit)
+    try:
+        return worker.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the worker too (same process group): let it stop
+        return worker.wait()
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from stages.export import main as export
 
@@ -165,6 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--params", type=Path, default=Path("params.yaml"))
     export.set_defaults(func=cmd_export)
+    repro = commands.add_parser(
+        "repro",
+        help="`dvc repro` with one Prefect server shared by all its stages",
+        description="Runs `dvc repro ARGS` (any of its arguments) with one local Prefect server, started in "
+        "the background and stopped at the end, instead of a temporary server per stage that fans out.",
+    )
+    repro.add_argument("dvc_args", nargs=argparse.REMAINDER, help="arguments for `dvc repro`")
+    repro.set_defaults(func=cmd_repro)
+    worker = commands.add_parser(
+        "worker",
+        help="a Prefect worker that runs fan-out jobs from a work pool",
+        description="Starts `prefect worker start --type process` for the pool, from this checkout and with "
+        "its Prefect settings (PREFECT_API_URL: the server the stages use). Run one per GPU, each with its "
+        "own CUDA_VISIBLE_DEVICES. Stages send their jobs there with AFFECTFLOW_TASK_RUNNER=workpool:POOL.",
+    )
+    worker.add_argument("--pool", required=True, help="work pool name (made if missing)")
+    worker.add_argument("--name", help="worker name shown in Prefect (default: Prefect's)")
+    worker.add_argument("--limit", type=int, default=1, help="runs at once (default: %(default)s)")
+    worker.set_defaults(func=cmd_worker)
     config = commands.add_parser("config", help="check a params file")
     config.add_argument("file", nargs="?", type=Path, default=Path("params.yaml"))
     config.set_defaults(func=cmd_config)
