@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	. $(BIN)/activate && dvc repro && dvc metrics show
+	. $(BIN)/activate && affectflow repro && dvc metrics show
 
 test: setup
 	. $(BIN)/activate && pytest -q
