@@ -48,7 +48,7 @@ from prefect.settings import get_current_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from pipeline.resume import exit_with_parent, parent_death_preexec, watch_parent
-from pipeline.runtime import num_workers
+from pipeline.runtime import gpu_slots, num_workers
 
 
 def resolve(path: str) -> Callable[..., Any]:
@@ -57,17 +57,6 @@ def resolve(path: str) -> Callable[..., Any]:
     if not attribute:
         raise ValueError(f"expected 'module:attribute', got '{path}'")
     return getattr(importlib.import_module(module_name), attribute)
-
-
-def gpu_slots() -> list[str]:
-    """The GPUs jobs may use, as CUDA device ids: `AFFECTFLOW_GPUS` ("0,1,3"; "" for none), else every
-    CUDA device present (none on a CPU machine)."""
-    value = os.environ.get("AFFECTFLOW_GPUS")
-    if value is not None:
-        return [slot.strip() for slot in value.split(",") if slot.strip()]
-    import torch
-
-    return [str(i) for i in range(torch.cuda.device_count())]
 
 
 def _job_initializer(

@@ -16,6 +16,10 @@ import ctypes.util
 import functools
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_THREADS = 2
 M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
@@ -58,6 +62,29 @@ def autocast(device: str) -> contextlib.AbstractContextManager:
     if torch.device(device).type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def gpu_slots() -> list[str]:
+    """The GPUs jobs may use, as CUDA device ids: `AFFECTFLOW_GPUS` ("0,1,3"; "" for none), else every
+    CUDA device present (none on a CPU machine)."""
+    value = os.environ.get("AFFECTFLOW_GPUS")
+    if value is not None:
+        return [slot.strip() for slot in value.split(",") if slot.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def channels_last(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    """On CUDA, the model's 4-D weights (convolutions: a ViT's patch embedding, CNN encoders) in
+    channels-last layout, like the image batches, which are born NHWC (`to_tensor_batch`): cuDNN then runs
+    its NHWC kernels, the fast ones for bf16, without converting layouts on every call. In place; a no-op
+    elsewhere (CPU convolutions gain nothing here)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 @functools.cache

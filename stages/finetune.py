@@ -3,6 +3,7 @@ encoder per view in `finetune.views`, by the recipe `finetune.recipe`.
 
 The run's tune and test tracks never lend their labels to its encoders (the tune tracks are scored after
 every epoch, for watching only). Outputs: <out>/<view>/encoder.pt and <out>/<view>/history.json.
+Data-parallel on several GPUs under `torchrun --nproc_per_node N -m stages.finetune -- ARGS` (rank 0 writes).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline.features.sequences import crop_targets, present_tasks
 from pipeline.models.encoders import load_checkpoint, save_checkpoint
 from pipeline.runtime import configure_torch
 from pipeline.tasks.definitions import get_tasks
+from pipeline.training import distributed
 from pipeline.training.finetune import CHAIN_TASK, run_recipe
 from pipeline.training.recipe_inputs import recipe_extras
 
@@ -58,9 +60,10 @@ def finetune_view(
         val_extra=val_extra,
     )
     checkpoint["config"] |= {"run": args.run, "view": view}
-    path = artifacts.view_encoder(args.out, view)
-    save_checkpoint(checkpoint, path)
-    artifacts.history(path.parent).write_text(json.dumps(history, indent=1) + "\n")
+    if distributed.is_main():  # under torchrun every process holds the same weights; one writes them
+        path = artifacts.view_encoder(args.out, view)
+        save_checkpoint(checkpoint, path)
+        artifacts.history(path.parent).write_text(json.dumps(history, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,13 +77,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     cfg = load_config(args.params).finetune
-    device = configure_torch()
+    device = distributed.training_device(configure_torch())  # under torchrun: one process per GPU
 
     tracks = run_tracks(pl.read_parquet(artifacts.roles_table(args.splits)), args.run)
     tasks = present_tasks(args.frames, cfg.tasks, "finetune.tasks")
     cfg = dataclasses.replace(cfg, tasks=tuple(task.name for task in tasks))
     for view in cfg.views:
         finetune_view(view, cfg, tracks, args, device)
+    distributed.finish()
 
 
 if __name__ == "__main__":

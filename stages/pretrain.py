@@ -4,6 +4,7 @@ Self-supervised (no labels), so it may see every track's faces, test tracks incl
 random weights or from an external checkpoint (`pretrain.init`: MAE reference, MAE-Face, HF ViTMAE) and
 can be skipped (`pretrain.epochs: 0` with an init). Resumable: the training state is saved after every
 epoch under `.resume/` (outside DVC's outputs, keyed by the params and the crops) and removed on success.
+Data-parallel on several GPUs under `torchrun --nproc_per_node N -m stages.pretrain -- ARGS` (rank 0 writes).
 
 Outputs: <out>/encoder.pt (encoder weights + config, decoder under "mae"), <out>/history.json, and the
 reconstruction figure (`--plot`, a `dvc plots` image): original | masked input | reconstruction.
@@ -26,6 +27,7 @@ from pipeline.config import ConfigError, PretrainConfig, load_config
 from pipeline.faces.crops import gather_crops
 from pipeline.models.encoders import registry_input_size, save_checkpoint
 from pipeline.runtime import configure_torch
+from pipeline.training import distributed
 from pipeline.training.pretrain import pretrain_mae, reconstruction_preview
 
 RESUME_DIR = Path(".resume")
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     check_crop_size(config.faces.crop_size, cfg.encoder)
     if cfg.init and not Path(cfg.init).is_file():
         raise ConfigError(f"params.yaml: pretrain.init '{cfg.init}' is not a file")
-    device = configure_torch()
+    device = distributed.training_device(configure_torch())  # under torchrun: one process per GPU
 
     tracks = pl.read_parquet(artifacts.tracks_table(args.frames))["track"].to_list()
     images = gather_views(args.faces, tracks, cfg)
@@ -94,6 +96,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     resume_path = RESUME_DIR / f"pretrain-{key[:16]}.pt"
     checkpoint, history = pretrain_mae(images, cfg, device=device, resume_path=resume_path)
+    if distributed.is_main():  # under torchrun every process holds the same weights; one writes them
+        write_outputs(checkpoint, history, images, device, args)
+    distributed.finish()
+    if distributed.is_main():
+        resume_path.unlink(missing_ok=True)
+
+
+def write_outputs(
+    checkpoint: dict, history: list[dict], images: np.ndarray, device: str, args: argparse.Namespace
+) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(checkpoint, artifacts.encoder_checkpoint(args.out))
     artifacts.history(args.out).write_text(json.dumps(history, indent=1) + "\n")
@@ -103,7 +115,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(args.plot), figure)
-    resume_path.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Stage train@<run>: sequence models on the run's frozen features, one per seed in `train.seeds`.
 
 Outputs (under --out): seed_<s>/model.pt and history.json; predictions.parquet on the run's tune and test
-tracks (raw, unsmoothed).
+tracks (raw, unsmoothed). With several GPUs the seeds train at once, one per GPU (Prefect jobs).
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +172,35 @@ def test_every_stage_runs_on_a_tiny_demo(tmp_path: Path, prefect_harness, monkey
         assert set(raw["track"]) == scored and set(raw["seed"]) == {0, 1}
         for seed in (0, 1):
             assert artifacts.sequence_model(models / "temporal" / run, seed).is_file()
+
+    # The same fine-tune under torchrun, two gloo processes: data-parallel, rank 0 alone writes.
+    ddp_out = models / "finetune_ddp" / "fold_0"
+    fold_0_args = ["--run", "fold_0", "--faces", str(faces_dir), "--frames", str(frames_dir)]
+    fold_0_args += ["--splits", str(splits), "--pretrain", str(models / "pretrain")]
+    fold_0_args += ["--out", str(ddp_out), *p]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # "--": torchrun's parser would read the stage's --run as an abbreviation of its own --run-path
+    done = subprocess.run([*torchrun, "-m", "stages.finetune", "--", *fold_0_args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("finetune fold_0 [") == 2 * len(params["finetune"]["views"])  # both processes
+    for view in params["finetune"]["views"]:
+        single = load_checkpoint(artifacts.view_encoder(models / "finetune" / "fold_0", view))
+        parallel = load_checkpoint(artifacts.view_encoder(ddp_out, view))
+        assert parallel["config"] == single["config"]
+        histories = [
+            json.loads(artifacts.history(artifacts.view_encoder(out, view).parent).read_text())
+            for out in (models / "finetune" / "fold_0", ddp_out)
+        ]
+        assert [sorted(h) for h in histories[0]] == [sorted(h) for h in histories[1]]
+        # The same global batches; the losses differ only where each process averages over its own share
+        # of the labelled frames (demo frames miss labels) and draws its own augmentations.
+        single_loss, parallel_loss = (h[-1]["loss"] for h in histories)
+        assert math.isclose(parallel_loss, single_loss, rel_tol=0.05), (parallel_loss, single_loss)
+    assert sorted(path.name for path in ddp_out.rglob("*") if path.is_file()) == sorted(
+        path.name for path in (models / "finetune" / "fold_0").rglob("*") if path.is_file()
+    )
 
     table = pl.read_parquet(artifacts.feature_table(data / "features" / "fold_0", tracks["track"][0]))
     assert table.height == tracks["n_frames"][0] * len(params["features"]["views"])

@@ -31,7 +31,7 @@ from pipeline.config import FEATURE_POOLS
 from pipeline.faces.crops import track_crops
 from pipeline.inference.images import to_tensor_batch
 from pipeline.models.encoders import encoder_from_checkpoint, feature_dim, input_size, load_checkpoint
-from pipeline.runtime import autocast
+from pipeline.runtime import autocast, channels_last
 
 ROW_GROUP_ROWS = 4096  # bounded row groups: readers stream a table a row group at a time
 WRITE_OPTIONS = {"compression": "zstd", "row_group_size": ROW_GROUP_ROWS, "use_dictionary": ["view"]}
@@ -128,7 +128,7 @@ def track_key(encoders: dict[str, str], faces_key: str | None, n_frames: int, po
 
 def load_encoder(checkpoint: Path, device: str) -> nn.Module:
     """A frozen encoder in eval mode on the device, from one of our checkpoints."""
-    return encoder_from_checkpoint(load_checkpoint(checkpoint)).to(device).eval()
+    return channels_last(encoder_from_checkpoint(load_checkpoint(checkpoint)).to(device).eval(), device)
 
 
 def pool_features(encoder: nn.Module, x: torch.Tensor, pool: str) -> torch.Tensor:
@@ -238,7 +238,7 @@ def extract_tracks(
     views = list(encoders)
     dim = feature_dim(next(iter(encoders.values())))
     for encoder in encoders.values():
-        encoder.to(device).eval()
+        channels_last(encoder.to(device).eval(), device)
     sizes = {view: input_size(encoder) for view, encoder in encoders.items()}
     stream = crop_stream(faces_dir, [job.track for job in jobs], sizes, batch_size, device)
     frames: dict[int, dict[str, np.ndarray]] = {}  # track index -> view -> frames, until written

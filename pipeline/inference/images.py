@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.models.encoders import encoder_from_checkpoint, feature_dim, input_size
-from pipeline.runtime import autocast
+from pipeline.runtime import autocast, channels_last
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,7 +69,7 @@ def encode_images(
 ) -> np.ndarray:
     """Pooled features of every image (eval mode, no masking, no augmentation): uint8 [N, H, W, 3] ->
     float32 [N, D]."""
-    encoder = encoder.to(device).eval()
+    encoder = channels_last(encoder.to(device).eval(), device)
     size = input_size(encoder)
     parts = [torch.zeros(0, feature_dim(encoder))]
     steps = range(0, len(images), batch_size)

@@ -89,6 +89,21 @@ def sum_over_processes(values: dict[str, float]) -> dict[str, float]:
     if not active():
         return values
     names = sorted(values)
-    tensor = torch.tensor([values[name] for name in names], dtype=torch.float64)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # nccl reduces GPU tensors only
+    tensor = torch.tensor([values[name] for name in names], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return dict(zip(names, tensor.tolist(), strict=True))
+
+
+def training_device(default: str) -> str:
+    """The device a training stage uses: under torchrun this process's GPU (or the CPU, with gloo), joined to
+    the process group; otherwise `default` (`pipeline.runtime.configure_torch`'s choice)."""
+    return init_from_env() or default
+
+
+def finish() -> None:
+    """End of a stage under torchrun: every process waits until all are done (rank 0 has written the
+    outputs), then leaves the process group. A no-op outside torchrun."""
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()

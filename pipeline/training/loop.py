@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.runtime import autocast
+from pipeline.runtime import autocast, channels_last
 from pipeline.training import distributed
 
 StepResult = tuple[torch.Tensor, dict[str, float]]  # loss, named parts for logging
@@ -197,6 +197,7 @@ def fit(
     if config.accumulation < 1:
         raise ValueError(f"accumulation must be >= 1, got {config.accumulation}")
     rng = seed_everything(config.seed)
+    channels_last(model, device)
     groups = param_groups(model, config.weight_decay, config.layer_decay, num_layers)
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
     distributed.broadcast_parameters(model)  # under torchrun: every process starts from rank 0's weights

@@ -9,9 +9,13 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+import torch
+from polars.testing import assert_frame_equal
 
+import pipeline.flows
 from pipeline import artifacts
 from pipeline.features.cache import feature_table
+from pipeline.flows import fan_out
 from pipeline.models.encoders import load_checkpoint
 from pipeline.tasks.definitions import TASKS
 from pipeline.training.cv import train_run
@@ -33,12 +37,11 @@ def labels(n: int, offset: int) -> pl.DataFrame:
     )
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_a_faceless_track_is_named_excluded_and_gets_the_training_prior(tmp_path, tiny_train_config, capsys):
+def write_run(tmp_path, roles: dict[str, str]):
+    """Toy features, labels and roles of run fold_0 (tracks named ghost* never show a face)."""
     features, frames, splits = tmp_path / "features", tmp_path / "frames", tmp_path / "splits"
     for folder in (features, frames / "labels", splits):
         folder.mkdir(parents=True)
-    roles = {"a": "train", "b": "train", "ghost_train": "train", "c": "tune", "ghost": "test", "d": "test"}
     rng = np.random.default_rng(0)
     for i, track in enumerate(roles):
         with_face = np.array([], np.int64) if track.startswith("ghost") else np.arange(0, N_FRAMES)
@@ -54,6 +57,13 @@ def test_a_faceless_track_is_named_excluded_and_gets_the_training_prior(tmp_path
     pl.DataFrame(
         {"run": ["fold_0"] * len(roles), "track": list(roles), "role": list(roles.values())}
     ).write_parquet(artifacts.roles_table(splits))
+    return features, frames, splits
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_faceless_track_is_named_excluded_and_gets_the_training_prior(tmp_path, tiny_train_config, capsys):
+    roles = {"a": "train", "b": "train", "ghost_train": "train", "c": "tune", "ghost": "test", "d": "test"}
+    features, frames, splits = write_run(tmp_path, roles)
     config = dataclasses.replace(tiny_train_config, views=("eye_mouth",), epochs=1, seeds=(0,))
 
     predictions = train_run("fold_0", features, frames, splits, tmp_path / "out", config)
@@ -73,3 +83,33 @@ def test_a_faceless_track_is_named_excluded_and_gets_the_training_prior(tmp_path
     np.testing.assert_allclose(ghost["va_0"].to_numpy(), train_labels["valence"].mean(), atol=1e-6)
     checkpoint = load_checkpoint(artifacts.sequence_model(tmp_path / "out", 0))
     assert checkpoint["config"]["num_tracks"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_seeds_on_several_gpus_train_the_same_models(tmp_path, tiny_train_config, monkeypatch):
+    """With two GPUs the seeds train at once, one per GPU, in job processes of their own (GPU ids on this CPU
+    machine: the same scheduling code, on the CPU); the models and predictions are those of the seeds
+    trained one after another in the stage."""
+    roles = {"a": "train", "b": "train", "c": "tune", "d": "test"}
+    features, frames, splits = write_run(tmp_path, roles)
+    config = dataclasses.replace(tiny_train_config, views=("eye_mouth",), epochs=2, seeds=(0, 1))
+    monkeypatch.setenv("AFFECTFLOW_THREADS", "1")  # the jobs' torch threads, as this process's (one_thread)
+    monkeypatch.setenv("AFFECTFLOW_GPUS", "")
+    one_by_one = train_run("fold_0", features, frames, splits, tmp_path / "one_by_one", config)
+    monkeypatch.setenv("AFFECTFLOW_GPUS", "3,5")
+    fan_outs = []
+
+    def counted_fan_out(*args, **kwargs):
+        fan_outs.append(kwargs["labels"])
+        return fan_out(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.flows, "fan_out", counted_fan_out)
+    parallel = train_run("fold_0", features, frames, splits, tmp_path / "parallel", config)
+    assert fan_outs == [["fold_0-seed-0", "fold_0-seed-1"]]  # the seeds went to the GPU jobs
+    assert_frame_equal(parallel, one_by_one)
+    for seed in (0, 1):
+        single = load_checkpoint(artifacts.sequence_model(tmp_path / "one_by_one", seed))["model"]
+        pinned = load_checkpoint(artifacts.sequence_model(tmp_path / "parallel", seed))["model"]
+        for name, value in single.items():
+            torch.testing.assert_close(pinned[name], value, rtol=0, atol=0, msg=name)
