@@ -1,26 +1,29 @@
 """Prefect flows that schedule the heavy jobs inside DVC stages.
 
-DVC owns the DAG: a stage calls `fan_out` for its independent jobs (video shards, folds) and Prefect
-runs them with bounded concurrency. Nothing here re-encodes the pipeline's stage order.
+DVC owns the DAG: a stage calls `fan_out` for its independent jobs (videos, seeds) and Prefect runs them
+with bounded concurrency, one named task per job, retried on transient errors. Nothing here re-encodes the
+pipeline's stage order.
 
 Where the jobs run is a run-time setting, not a param (it does not change results):
-- `AFFECTFLOW_TASK_RUNNER=process` (default): a local process pool (`spawn`, safe after CUDA init);
-- `thread`: a thread pool (for jobs that release the GIL);
+- `AFFECTFLOW_TASK_RUNNER=process` (default): the tasks run in threads of the stage, each handing its job
+  to a pool of spawned job processes (`job_processes`; safe after CUDA init). The job processes only
+  compute: Prefect's engine, its API traffic and its import stay in the stage;
+- `thread`: the jobs run in threads of the stage (for jobs that release the GIL);
 - `dask`: Prefect's Dask task runner, on the cluster at `AFFECTFLOW_DASK_ADDRESS` or else on a local
   `distributed.LocalCluster` of worker processes (`dask_task_runner`);
+- `workpool:<pool>`: each job a flow run on a Prefect work pool (`pipeline.workpool`);
 - `module:attr`: any other Prefect TaskRunner factory.
-`AFFECTFLOW_WORKERS` bounds concurrency. GPU-bound jobs (`fan_out(..., gpu=True)`) get one worker
-process per GPU (`AFFECTFLOW_GPUS`, default every CUDA device), each pinned to its own GPU.
+`AFFECTFLOW_WORKERS` bounds concurrency. GPU-bound jobs (`fan_out(..., gpu=True)`) get one job process
+per GPU (`AFFECTFLOW_GPUS`, default every CUDA device), each pinned to its own GPU.
 
-Without a configured `PREFECT_API_URL`, `fan_out` starts one temporary local server for the stage and
-hands its address to the worker processes (left alone, every spawned worker would start its own:
-10-20 s each here). With `PREFECT_API_URL` set (`prefect server start`, Prefect Cloud), runs are
-recorded there and nothing is started.
+The API: `PREFECT_API_URL` when set (`affectflow repro` sets it for all the stages of one `dvc repro`;
+or `prefect server start`, Prefect Cloud); otherwise `fan_out` starts a temporary local server for the
+stage (`ensure_prefect_api`), while its job processes start.
 
 Nothing outlives the stage (`pipeline.resume` lifelines, Linux): the temporary server gets SIGKILL from
-the kernel when the stage's main thread ends (`PR_SET_PDEATHSIG`), process workers exit once their
-parent is gone (they poll it) and never commit a unit after that, and while `fan_out` runs the stage
-itself exits, killing its children, when its own parent (`dvc repro`) dies.
+the kernel when the stage's main thread ends (`PR_SET_PDEATHSIG`), job processes exit once their parent
+is gone (they poll it) and never commit a unit after that, and while `fan_out` runs the stage itself
+exits, killing its children, when its own parent (`dvc repro`) dies.
 """
 
 from __future__ import annotations
