@@ -22,6 +22,7 @@ from pipeline.config import load_config
 from pipeline.demo import generate_corpus
 from pipeline.faces.process import process_video
 from stages import faces, frames
+from tests.processes import alive, descendants
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -73,30 +74,6 @@ def stats(folder: Path) -> dict[str, tuple[int, int, int]]:
             st = path.stat()
             out[str(path.relative_to(folder))] = (st.st_ino, st.st_size, st.st_mtime_ns)
     return out
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie is dead: it only waits to be reaped)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def descendants(pid: int) -> set[int]:
-    """All living descendants of `pid`, from /proc/<pid>/task/*/children."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for path in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
-            try:
-                children = {int(c) for c in path.read_text().split()}
-            except OSError:
-                continue
-            todo.extend(children - found)
-            found |= children
-    return found
 
 
 def marked(marker: str) -> set[int]:

@@ -19,6 +19,7 @@ import pytest
 
 from pipeline.flows import fan_out, stop_server, wait_for_api
 from pipeline.workpool import start_worker
+from tests.processes import descendants
 
 pytestmark = pytest.mark.slow
 POOL = "test-pool"
@@ -36,20 +37,6 @@ def square_where(x: int, seconds: float, marker: str = "") -> dict[str, object]:
             time.sleep(600)
     time.sleep(seconds)
     return {"value": x * x, "worker": os.environ["WORKER_NAME"], "attempt": attempt}
-
-
-def descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for path in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
-            try:
-                children = {int(c) for c in path.read_text().split()}
-            except OSError:
-                continue
-            todo.extend(children - found)
-            found |= children
-    return found
 
 
 @pytest.fixture
