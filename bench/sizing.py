@@ -212,7 +212,7 @@ def stages(
             None,
             f"{tr.model}, windows {tr.window}/{tr.stride}, {tr.epochs} epochs x {seeds} seeds x {runs} runs "
             f"x {train_share} train share",
-            max_parallel=seeds * runs,
+            max_parallel=seeds,  # a run's seeds at once, one per GPU; runs one after another
         ),
     ]
     # METHODS.md: the seeds pretrain from scratch on "millions of faces" (003: 500 epochs, 004: 800 epochs);
@@ -415,12 +415,11 @@ def main(argv: list[str] | None = None) -> None:
     notes.append(
         "- GPU stages scale linearly with GPUs from the one-GPU rate: pretraining and fine-tuning "
         "data-parallel under torchrun (pipeline.training.distributed; all-reduce cost ignored, several "
-        "machines not tested), feature extraction as one stage per run on a GPU each, temporal training as "
-        f"{numbers['seeds'] * numbers['runs']} independent models (runs x seeds): no faster beyond that "
-        "many GPUs. What the pipeline parallelises today: pretraining and fine-tuning (torchrun), a run's "
-        "seeds (one per GPU) and faces (job processes, a Dask cluster or a work pool); `dvc repro` runs the "
-        "per-run stages (features@, train@) one after another (one repro per repository at a time), so "
-        "those rows beyond one GPU per run are what the hardware affords, not what a plain `dvc repro` gets."
+        "machines not tested), feature extraction split by track over the GPUs, temporal training as "
+        f"{numbers['seeds']} seeds at once, one per GPU (the runs one after another): no faster beyond "
+        "that many GPUs. What the pipeline parallelises today: pretraining and fine-tuning (torchrun), "
+        "a run's feature shards and seeds (one per GPU) and faces (job processes, a Dask cluster or a work pool); "
+        "`dvc repro` runs the per-run stages one after another (one repro per repository at a time)."
     )
     notes.append(
         f"- Each run trains on {numbers['train_share']} of the frames (a CV run's 3 of 5 folds); stages run "

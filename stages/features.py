@@ -7,7 +7,8 @@ Output: <out>/<track>.parquet with columns frame, view, has_face, embedding (flo
 see `pipeline.features.cache`.
 
 One process: each view's encoder is built once, the crops of all tracks to extract stream through full
-batches of features.batch_size, and each track's table is written as soon as its rows are complete.
+batches of features.batch_size, and each track's table is written as soon as its rows are complete. With
+several GPUs, one such process per GPU (Prefect jobs), each on a shard of the tracks of about equal frames.
 
 Resumable (`pipeline.resume`; the output is `persist` in dvc.yaml): each track's table carries a key over
 every view's encoder bytes, the pooling, the track's face unit, the views and the feature code; a rerun
@@ -25,8 +26,15 @@ import pipeline  # noqa: F401
 from pipeline import artifacts, resume
 from pipeline.config import load_config
 from pipeline.evaluation.folds import run_tracks
-from pipeline.features.cache import FEATURE_CODE, TrackJob, extract_tracks, load_encoder, track_key
-from pipeline.runtime import configure_torch
+from pipeline.features.cache import (
+    FEATURE_CODE,
+    TrackJob,
+    extract_tracks,
+    load_encoder,
+    shard_jobs,
+    track_key,
+)
+from pipeline.runtime import configure_torch, gpu_slots
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,16 +72,23 @@ def main(argv: list[str] | None = None) -> None:
     print(f"features {args.run}: {len(names) - len(todo)} tracks reused, {len(todo)} extracted")
     if not todo:
         return
-    encoders = {view: load_encoder(path, device) for view, path in checkpoints.items()}  # once per view
-    rows = extract_tracks(
-        [TrackJob(t, n_frames[t], keys[t]) for t in todo],
-        args.faces,
-        encoders,
-        args.out,
-        pool=cfg.pool,
-        batch_size=cfg.batch_size,
-        device=device,
-    )
+    jobs = [TrackJob(t, n_frames[t], keys[t]) for t in todo]
+    gpus = gpu_slots()
+    if len(gpus) > 1 and len(jobs) > 1:  # a shard of the tracks per GPU, each in a job process of its own
+        from pipeline.flows import fan_out  # Prefect: imported only when it schedules
+
+        shards = shard_jobs(jobs, len(gpus))
+        common = {"faces_dir": args.faces, "checkpoints": checkpoints, "out_dir": args.out}
+        common |= {"pool": cfg.pool, "batch_size": cfg.batch_size}
+        labels = [f"{args.run}-shard-{i}" for i in range(len(shards))]
+        per_gpu = [{"jobs": shard, **common} for shard in shards]
+        function = "pipeline.features.cache:extract_shard"
+        rows = sum(fan_out(function, per_gpu, name=f"features-{args.run}", labels=labels, gpu=True))
+    else:
+        encoders = {view: load_encoder(path, device) for view, path in checkpoints.items()}  # once per view
+        rows = extract_tracks(
+            jobs, args.faces, encoders, args.out, pool=cfg.pool, batch_size=cfg.batch_size, device=device
+        )
     print(f"features {args.run}: {rows} rows written ({len(todo)} tracks x {len(cfg.views)} views)")
 
 

@@ -31,7 +31,7 @@ from pipeline.config import FEATURE_POOLS
 from pipeline.faces.crops import track_crops
 from pipeline.inference.images import to_tensor_batch
 from pipeline.models.encoders import encoder_from_checkpoint, feature_dim, input_size, load_checkpoint
-from pipeline.runtime import autocast, channels_last
+from pipeline.runtime import autocast, channels_last, configure_torch
 
 ROW_GROUP_ROWS = 4096  # bounded row groups: readers stream a table a row group at a time
 WRITE_OPTIONS = {"compression": "zstd", "row_group_size": ROW_GROUP_ROWS, "use_dictionary": ["view"]}
@@ -210,6 +210,33 @@ def crop_stream(
     for view in sizes:
         if counts[view]:
             yield take(view, counts[view])
+
+
+def shard_jobs(jobs: list[TrackJob], n_shards: int) -> list[list[TrackJob]]:
+    """Split the jobs into at most `n_shards` non-empty shards of about equal frames: longest track first,
+    each to the shard with the fewest frames so far."""
+    shards: list[list[TrackJob]] = [[] for _ in range(min(n_shards, len(jobs)))]
+    frames = [0] * len(shards)
+    for job in sorted(jobs, key=lambda job: -job.n_frames):
+        lightest = frames.index(min(frames))
+        shards[lightest].append(job)
+        frames[lightest] += job.n_frames
+    return shards
+
+
+def extract_shard(
+    jobs: list[TrackJob],
+    faces_dir: Path,
+    checkpoints: dict[str, Path],
+    out_dir: Path,
+    pool: str,
+    batch_size: int,
+) -> int:
+    """`extract_tracks` as a fan-out job in a process of its own, pinned to one GPU: it builds each view's
+    encoder there from its checkpoint, so only paths travel to it."""
+    device = configure_torch()
+    encoders = {view: load_encoder(path, device) for view, path in checkpoints.items()}
+    return extract_tracks(jobs, faces_dir, encoders, out_dir, pool=pool, batch_size=batch_size, device=device)
 
 
 @torch.inference_mode()

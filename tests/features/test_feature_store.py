@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+import pipeline.flows
 from pipeline import artifacts, resume
 from pipeline.features.cache import (
     ROW_GROUP_ROWS,
@@ -25,12 +26,14 @@ from pipeline.features.cache import (
     feature_table,
     load_encoder,
     pool_features,
+    shard_jobs,
     track_key,
     track_table,
     write_feature_table,
 )
 from pipeline.features.sequences import FeatureError, load_streams
 from pipeline.features.windows import iter_windows
+from pipeline.flows import fan_out
 from pipeline.inference.images import to_tensor_batch
 from pipeline.models.encoders import create_encoder, encoder_kwargs, feature_dim, save_checkpoint
 
@@ -261,11 +264,9 @@ def test_windows_name_a_gap_and_a_missing_view(tmp_path):
         list(iter_windows(tmp_path / "t.parquet", ["face", "eye_mouth"], 4, 2))
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_the_stage_resumes_and_reextracts_when_the_pool_changes(tmp_path, capsys):
-    from pipeline.config import load_config
-    from stages.features import main
-
+def stage_inputs(tmp_path):
+    """Faces, frames, splits, one view's encoder and params for the features stage on TRACKS (run fold_0);
+    returns the stage's argv and its params."""
     faces, frames, splits, out = (tmp_path / name for name in ("faces", "frames", "splits", "features"))
     write_faces(faces, views=["eye_mouth"])
     for path in (frames, splits):
@@ -281,18 +282,22 @@ def test_the_stage_resumes_and_reextracts_when_the_pool_changes(tmp_path, capsys
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["features"] |= {"views": ["eye_mouth"], "pool": "mean", "batch_size": 4}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    load_config(tmp_path / "params.yaml")  # still a valid config
     argv = [
         *("--run", "fold_0", "--faces", str(faces), "--frames", str(frames), "--splits", str(splits)),
-        *(
-            "--encoder",
-            str(tmp_path / "finetune"),
-            "--out",
-            str(out),
-            "--params",
-            str(tmp_path / "params.yaml"),
-        ),
+        *("--encoder", str(tmp_path / "finetune"), "--out", str(out)),
+        *("--params", str(tmp_path / "params.yaml")),
     ]
+    return argv, params
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_stage_resumes_and_reextracts_when_the_pool_changes(tmp_path, capsys):
+    from pipeline.config import load_config
+    from stages.features import main
+
+    argv, params = stage_inputs(tmp_path)
+    out = tmp_path / "features"
+    load_config(tmp_path / "params.yaml")  # still a valid config
     main(argv)
     assert "0 tracks reused, 4 extracted" in capsys.readouterr().out
     first = {t: artifacts.feature_table(out, t).read_bytes() for t in TRACKS}
@@ -303,3 +308,44 @@ def test_the_stage_resumes_and_reextracts_when_the_pool_changes(tmp_path, capsys
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     main(argv)
     assert "0 tracks reused, 4 extracted" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_with_several_gpus_each_extracts_a_shard_of_the_tracks(tmp_path, monkeypatch, capsys):
+    """Two GPUs (ids on this CPU machine: the same scheduling code, on the CPU): the tracks are split into
+    two shards of about equal frames, each extracted by a job process of its own, into the same tables."""
+    from stages.features import main
+
+    argv, _ = stage_inputs(tmp_path)
+    out = tmp_path / "features"
+    monkeypatch.setenv("AFFECTFLOW_GPUS", "")
+    main(argv)
+    one = {t: load_streams(artifacts.feature_table(out, t), ["eye_mouth"]) for t in TRACKS}
+    keys = {t: resume.parquet_key(artifacts.feature_table(out, t)) for t in TRACKS}
+    for t in TRACKS:
+        artifacts.feature_table(out, t).unlink()
+    monkeypatch.setenv("AFFECTFLOW_GPUS", "3,5")
+    monkeypatch.setenv("AFFECTFLOW_THREADS", "1")
+    shards = []
+
+    def counted_fan_out(function, jobs, **kwargs):
+        shards.extend(sorted(job.track for job in shard["jobs"]) for shard in jobs)
+        return fan_out(function, jobs, **kwargs)
+
+    monkeypatch.setattr(pipeline.flows, "fan_out", counted_fan_out)
+    main(argv)
+    assert "0 tracks reused, 4 extracted" in capsys.readouterr().out
+    assert sorted(shards) == [["a", "c"], ["b", "ghost"]]  # by frames: b 14 + ghost 6, c 9 + a 8
+    for t in TRACKS:
+        streams, masks = load_streams(artifacts.feature_table(out, t), ["eye_mouth"])
+        np.testing.assert_array_equal(masks["eye_mouth"], one[t][1]["eye_mouth"])
+        np.testing.assert_allclose(streams["eye_mouth"], one[t][0]["eye_mouth"], rtol=1e-3, atol=1e-3)
+        assert resume.parquet_key(artifacts.feature_table(out, t)) == keys[t]
+
+
+def test_shards_balance_frames():
+    jobs = [TrackJob(name, n, "") for name, n in [("a", 10), ("b", 9), ("c", 5), ("d", 4), ("e", 1)]]
+    shards = shard_jobs(jobs, 2)
+    assert [[job.track for job in shard] for shard in shards] == [["a", "d", "e"], ["b", "c"]]  # 15 / 14
+    assert shard_jobs(jobs[:1], 4) == [[jobs[0]]]  # never an empty shard
