@@ -418,8 +418,8 @@ def main(argv: list[str] | None = None) -> None:
         "machines not tested), feature extraction split by track over the GPUs, temporal training as "
         f"{numbers['seeds']} seeds at once, one per GPU (the runs one after another): no faster beyond "
         "that many GPUs. What the pipeline parallelises today: pretraining and fine-tuning (torchrun), "
-        "a run's feature shards and seeds (one per GPU) and faces (job processes, a Dask cluster or a work pool); "
-        "`dvc repro` runs the per-run stages one after another (one repro per repository at a time)."
+        "a run's feature shards and seeds (one per GPU) and faces (job processes, a Dask cluster or a work "
+        "pool); `dvc repro` runs the per-run stages one after another (one repro per repository at a time)."
     )
     notes.append(
         f"- Each run trains on {numbers['train_share']} of the frames (a CV run's 3 of 5 folds); stages run "
