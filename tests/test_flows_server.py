@@ -21,9 +21,20 @@ print("api", ensure_prefect_api())
 """
 
 
-def test_repro_shares_one_server_between_stages_and_stops_it(tmp_path, monkeypatch):
+@pytest.fixture
+def no_api(tmp_path, monkeypatch):
+    """No Prefect API configured, here or in subprocesses, whatever settings are in force (the session's
+    test harness)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield
+
+
+@pytest.mark.usefixtures("no_api")
+def test_repro_shares_one_server_between_stages_and_stops_it(tmp_path):
     script = tmp_path / "two_stages.sh"
     log = tmp_path / "stages.log"
     # two "stages", one after the other, as `dvc repro` runs them
@@ -37,9 +48,8 @@ def test_repro_shares_one_server_between_stages_and_stops_it(tmp_path, monkeypat
         httpx.get(f"{urls.pop()}/health", timeout=2)  # stopped with the command
 
 
-def test_repro_returns_the_commands_exit_code(tmp_path, monkeypatch):
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+@pytest.mark.usefixtures("no_api")
+def test_repro_returns_the_commands_exit_code():
     assert run_with_server([sys.executable, "-c", "raise SystemExit(3)"]) == 3
 
 

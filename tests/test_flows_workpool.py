@@ -5,6 +5,7 @@ server's crash automation has seen its heartbeats stop."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import signal
@@ -23,6 +24,8 @@ from tests.processes import descendants
 
 pytestmark = pytest.mark.slow
 POOL = "test-pool"
+JOB = "tests.test_flows_workpool:square_where"
+DEADLINE = 600  # seconds: about 2 min here when idle; a hang fails the test instead of the suite
 
 
 def square_where(x: int, seconds: float, marker: str = "") -> dict[str, object]:
@@ -42,28 +45,37 @@ def square_where(x: int, seconds: float, marker: str = "") -> dict[str, object]:
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """A Prefect server of its own (the full `prefect server start`, with the automation services), its
-    database under tmp_path; this process and the workers talk to it."""
-    from prefect.context import refresh_global_settings_context
+    database under tmp_path; this process and the workers talk to it, with the work pool made first (two
+    workers making it at once race for SQLite's lock)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    home = tmp_path / "prefect"
-    monkeypatch.setenv("PREFECT_HOME", str(home))
-    monkeypatch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(home / "storage"))  # where the workers' results go
-    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
-    monkeypatch.setenv("PREFECT_UI_ENABLED", "0")
+    url, home = f"http://127.0.0.1:{port}/api", tmp_path / "prefect"
+    for name, value in {
+        "PREFECT_HOME": str(home),
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),  # where the workers' results go
+        "PREFECT_API_URL": url,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "60",  # SQLite's busy wait, for a busy shared machine
+    }.items():
+        monkeypatch.setenv(name, value)  # for the server and the workers
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    # ... and for this process, over any settings already in force (the session's test harness)
+    updates = {PREFECT_API_URL: url, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}
     try:
-        wait_for_api(os.environ["PREFECT_API_URL"], timeout=180, process=process)
-        refresh_global_settings_context()
-        yield os.environ["PREFECT_API_URL"]
+        with temporary_settings(updates=updates):
+            wait_for_api(url, timeout=180, process=process)
+            with get_client(sync_client=True) as client:
+                client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+            yield url
     finally:
         stop_server(process)
-        monkeypatch.undo()
-        refresh_global_settings_context()
 
 
 def test_jobs_spread_over_two_workers_and_a_killed_workers_job_runs_again(server, tmp_path, monkeypatch):
@@ -96,8 +108,24 @@ def test_jobs_spread_over_two_workers_and_a_killed_workers_job_runs_again(server
     killer.start()
     monkeypatch.setenv("AFFECTFLOW_TASK_RUNNER", f"workpool:{POOL}")
     jobs = [{"x": x, "seconds": 1.0} for x in range(4)] + [{"x": 9, "seconds": 0.0, "marker": str(marker)}]
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["results"] = fan_out(JOB, jobs, name="work-pool-test")
+        except BaseException as error:  # reported below, with the logs
+            outcome["error"] = error
+
+    # The settings in force here (the server fixture's) reach the thread through a copied context.
+    runner = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
     try:
-        results = fan_out("tests.test_flows_workpool:square_where", jobs, name="work-pool-test")
+        runner.start()
+        runner.join(timeout=DEADLINE)
+        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(tmp_path.glob("*.log")))
+        assert not runner.is_alive(), f"the jobs did not finish in {DEADLINE} s:\n{logs}"
+        if "error" in outcome:
+            raise AssertionError(f"fan_out failed:\n{logs}") from outcome["error"]
+        results = outcome["results"]
     finally:
         for worker in workers.values():
             worker.send_signal(signal.SIGINT)
