@@ -115,8 +115,18 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pipeline.workpool import start_worker
+    from prefect.settings import get_current_settings
 
+    from pipeline.workpool import ensure_work_pool, start_worker
+
+    if not get_current_settings().api.url:
+        print(
+            "affectflow worker: PREFECT_API_URL is not set: export the address of the Prefect server the "
+            "stages use (`prefect server start` prints it), e.g. http://host:4200/api",
+            file=sys.stderr,
+        )
+        return 2
+    ensure_work_pool(args.pool)  # before the worker, which would make it too, racing its neighbours
     worker = start_worker(args.pool, args.name, args.limit)
     try:
         return worker.wait()

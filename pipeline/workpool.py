@@ -52,14 +52,9 @@ def ensure_deployment(pool: str) -> str:
     """The deployment of `job_flow` on work pool `pool` (made or updated), and the crash automation for its
     runs; returns the deployment's name for `run_deployment`."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
 
+    ensure_work_pool(pool)
     with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-        except ObjectAlreadyExists:
-            pass
         deployment_id = client.create_deployment(  # an upsert: same flow and name, same deployment
             flow_id=client.create_flow_from_name(JOB_FLOW),
             name=pool,
@@ -72,6 +67,20 @@ def ensure_deployment(pool: str) -> str:
         )
     ensure_crash_automation(str(deployment_id))
     return f"{JOB_FLOW}/{pool}"
+
+
+def ensure_work_pool(pool: str) -> None:
+    """Make the process work pool `pool` unless it exists (one at a time: workers that each make it at
+    start-up race for a SQLite server's lock)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
 
 
 def ensure_crash_automation(deployment_id: str) -> None:

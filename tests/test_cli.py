@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_help_lists_the_commands(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    for command in ("stages", "tasks", "models", "config"):
+    for command in ("stages", "tasks", "models", "config", "repro", "worker"):
         assert command in out
 
 
@@ -35,6 +35,15 @@ def test_config_command_reports_a_bad_file(tmp_path, capsys):
     bad.write_text((REPO / "params.yaml").read_text().replace("  seeds: [0, 1, 2]", "  seed: 0"))
     assert main(["config", str(bad)]) == 2
     assert "unknown key(s) seed in section 'train'" in capsys.readouterr().err
+
+
+def test_a_worker_without_a_server_says_what_to_set(capsys, monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert main(["worker", "--pool", "gpus"]) == 2
+    assert "PREFECT_API_URL is not set" in capsys.readouterr().err
 
 
 def test_the_installed_console_script_runs():

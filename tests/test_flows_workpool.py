@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.flows import fan_out, stop_server, wait_for_api
-from pipeline.workpool import start_worker
+from pipeline.workpool import ensure_work_pool, start_worker
 from tests.processes import descendants
 
 pytestmark = pytest.mark.slow
@@ -47,8 +47,6 @@ def server(tmp_path, monkeypatch):
     """A Prefect server of its own (the full `prefect server start`, with the automation services), its
     database under tmp_path; this process and the workers talk to it, with the work pool made first (two
     workers making it at once race for SQLite's lock)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     with socket.socket() as probe:
@@ -71,8 +69,7 @@ def server(tmp_path, monkeypatch):
     try:
         with temporary_settings(updates=updates):
             wait_for_api(url, timeout=180, process=process)
-            with get_client(sync_client=True) as client:
-                client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+            ensure_work_pool(POOL)  # as `affectflow worker` does first
             yield url
     finally:
         stop_server(process)
