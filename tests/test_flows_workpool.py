@@ -14,7 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,8 +77,11 @@ def server(tmp_path, monkeypatch):
         stop_server(process)
 
 
-def test_jobs_spread_over_two_workers_and_a_killed_workers_job_runs_again(server, tmp_path, monkeypatch):
-    workers = {
+@pytest.fixture
+def workers(server, tmp_path):
+    """Two `affectflow worker`s of the pool (named first and second, each job seeing its worker's name in
+    WORKER_NAME), polling every second; stopped with Ctrl-C at the end."""
+    started = {
         name: start_worker(
             POOL,
             name,
@@ -86,6 +91,40 @@ def test_jobs_spread_over_two_workers_and_a_killed_workers_job_runs_again(server
         )
         for name in ("first", "second")
     }
+    yield started
+    for worker in started.values():
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGINT)
+    for worker in started.values():
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def within_deadline(work: Callable[[], Any], logs: Path) -> Any:
+    """`work()` (which fans out to the pool), failing with the server's and workers' logs instead of
+    hanging when it does not end."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["results"] = work()
+        except BaseException as error:  # reported below, with the logs
+            outcome["error"] = error
+
+    # The settings in force here (the server fixture's) reach the thread through a copied context.
+    runner = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
+    runner.start()
+    runner.join(timeout=DEADLINE)
+    text = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(logs.glob("*.log")))
+    assert not runner.is_alive(), f"the jobs did not finish in {DEADLINE} s:\n{text}"
+    if "error" in outcome:
+        raise AssertionError(f"fan_out failed:\n{text}") from outcome["error"]
+    return outcome["results"]
+
+
+def test_jobs_spread_over_two_workers_and_a_killed_workers_job_runs_again(workers, tmp_path, monkeypatch):
     marker = tmp_path / "hanging-job.json"
     killed: dict[str, str] = {}
 
@@ -101,40 +140,35 @@ def test_jobs_spread_over_two_workers_and_a_killed_workers_job_runs_again(server
                 pass
         killed["worker"] = name
 
-    killer = threading.Thread(target=kill_the_hanging_jobs_worker, daemon=True)
-    killer.start()
+    threading.Thread(target=kill_the_hanging_jobs_worker, daemon=True).start()
     monkeypatch.setenv("AFFECTFLOW_TASK_RUNNER", f"workpool:{POOL}")
     jobs = [{"x": x, "seconds": 1.0} for x in range(4)] + [{"x": 9, "seconds": 0.0, "marker": str(marker)}]
-    outcome: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            outcome["results"] = fan_out(JOB, jobs, name="work-pool-test")
-        except BaseException as error:  # reported below, with the logs
-            outcome["error"] = error
-
-    # The settings in force here (the server fixture's) reach the thread through a copied context.
-    runner = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
-    try:
-        runner.start()
-        runner.join(timeout=DEADLINE)
-        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(tmp_path.glob("*.log")))
-        assert not runner.is_alive(), f"the jobs did not finish in {DEADLINE} s:\n{logs}"
-        if "error" in outcome:
-            raise AssertionError(f"fan_out failed:\n{logs}") from outcome["error"]
-        results = outcome["results"]
-    finally:
-        for worker in workers.values():
-            worker.send_signal(signal.SIGINT)
-        for worker in workers.values():
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+    results = within_deadline(lambda: fan_out(JOB, jobs, name="work-pool-test"), tmp_path)
     assert [r["value"] for r in results] == [0, 1, 4, 9, 81]  # in job order
-    assert {r["worker"] for r in results[:4]} <= {"first", "second"}
     assert killed, "the hanging job never started"
     assert {r["worker"] for r in results} == {"first", "second"}  # both workers ran jobs
     rerun = results[4]
     survivor = ({"first", "second"} - {killed["worker"]}).pop()
     assert rerun["attempt"] == 2 and rerun["worker"] == survivor  # run again, on the worker still alive
+
+
+def test_the_faces_stage_on_the_work_pool_equals_the_in_process_run(workers, tmp_path, monkeypatch):
+    """The faces stage's videos as flow runs on the two workers: the same files, byte for byte, as the
+    stage's jobs run in its own process (a small corpus of 4 videos)."""
+    from pipeline.config import load_config
+    from pipeline.demo import generate_corpus
+    from stages import faces, frames
+    from tests.test_crash_safety import CORPUS, PARAMS, tree
+
+    root, frames_dir = tmp_path / "demo", tmp_path / "frames"
+    generate_corpus(root, **CORPUS)
+    frames.main(["--root", str(root), "--out", str(frames_dir), "--params", str(PARAMS)])
+    config = load_config(PARAMS).faces
+    monkeypatch.setenv("AFFECTFLOW_TASK_RUNNER", "thread")
+    faces.run(root, frames_dir, tmp_path / "in_process", config)
+    monkeypatch.setenv("AFFECTFLOW_TASK_RUNNER", f"workpool:{POOL}")
+    out = tmp_path / "on_the_pool"
+    within_deadline(lambda: faces.run(root, frames_dir, out, config), tmp_path)
+    assert tree(out) == tree(tmp_path / "in_process")
+    for name in workers:  # both took videos (runs of 10-20 s each, taken by whichever worker is free)
+        assert "for flow 'affectflow-job'" in (tmp_path / f"{name}.log").read_text(), name
