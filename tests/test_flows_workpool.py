@@ -49,6 +49,8 @@ def server(tmp_path, monkeypatch):
     """A Prefect server of its own (the full `prefect server start`, with the automation services), its
     database under tmp_path; this process and the workers talk to it, with the work pool made first (two
     workers making it at once race for SQLite's lock)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     with socket.socket() as probe:
@@ -73,6 +75,10 @@ def server(tmp_path, monkeypatch):
             wait_for_api(url, timeout=180, process=process)
             ensure_work_pool(POOL)  # as `affectflow worker` does first
             yield url
+            # Deliver this process's queued events and logs while their server lives: at exit Prefect
+            # would wait for them, retrying a server that is gone.
+            EventsWorker.drain_all(timeout=30)
+            APILogWorker.drain_all(timeout=30)
     finally:
         stop_server(process)
 
