@@ -128,7 +128,7 @@ def make_task_runner(workers: int, slots: Sequence[str] = ()) -> TaskRunner:
             f"GPU jobs need AFFECTFLOW_TASK_RUNNER=process (one GPU per worker process), not '{kind}'; "
             "on a Dask cluster give each worker one GPU (`dask-cuda-worker`, or CUDA_VISIBLE_DEVICES)"
         )
-    if kind in ("process", "thread") or kind.startswith(WORK_POOL):
+    if kind in ("process", "thread"):
         return ThreadPoolTaskRunner(max_workers=workers)
     if kind == "dask":
         return dask_task_runner(workers)

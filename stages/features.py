@@ -29,12 +29,11 @@ from pipeline.evaluation.folds import run_tracks
 from pipeline.features.cache import (
     FEATURE_CODE,
     TrackJob,
-    extract_tracks,
-    load_encoder,
+    extract_shard,
     shard_jobs,
     track_key,
 )
-from pipeline.runtime import configure_torch, gpu_slots
+from pipeline.runtime import gpu_slots
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,7 +47,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     cfg = load_config(args.params).features
-    device = configure_torch()
 
     roles = run_tracks(pl.read_parquet(artifacts.roles_table(args.splits)), args.run)
     names = sorted(track for tracks in roles.values() for track in tracks)
@@ -73,22 +71,19 @@ def main(argv: list[str] | None = None) -> None:
     if not todo:
         return
     jobs = [TrackJob(t, n_frames[t], keys[t]) for t in todo]
+    common = {"faces_dir": args.faces, "checkpoints": checkpoints, "out_dir": args.out}
+    common |= {"pool": cfg.pool, "batch_size": cfg.batch_size}
     gpus = gpu_slots()
     if len(gpus) > 1 and len(jobs) > 1:  # a shard of the tracks per GPU, each in a job process of its own
         from pipeline.flows import fan_out  # Prefect: imported only when it schedules
 
         shards = shard_jobs(jobs, len(gpus))
-        common = {"faces_dir": args.faces, "checkpoints": checkpoints, "out_dir": args.out}
-        common |= {"pool": cfg.pool, "batch_size": cfg.batch_size}
         labels = [f"{args.run}-shard-{i}" for i in range(len(shards))]
         per_gpu = [{"jobs": shard, **common} for shard in shards]
         function = "pipeline.features.cache:extract_shard"
         rows = sum(fan_out(function, per_gpu, name=f"features-{args.run}", labels=labels, gpu=True))
-    else:
-        encoders = {view: load_encoder(path, device) for view, path in checkpoints.items()}  # once per view
-        rows = extract_tracks(
-            jobs, args.faces, encoders, args.out, pool=cfg.pool, batch_size=cfg.batch_size, device=device
-        )
+    else:  # every track here, in this process (the same function as a GPU's shard), encoders built once
+        rows = extract_shard(jobs, **common)
     print(f"features {args.run}: {rows} rows written ({len(todo)} tracks x {len(cfg.views)} views)")
 
 

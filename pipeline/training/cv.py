@@ -161,7 +161,7 @@ def train_run(
 
     Writes `<out_dir>/seed_<s>/model.pt` and `history.json` per seed, and `<out_dir>/predictions.parquet`
     (seed, role, track, frame, `<task>_<i>` outputs), so smoothing and evaluation never retrain. With more
-    than one GPU (`pipeline.flows.gpu_slots`) the seeds train at the same time, one per GPU, through
+    than one GPU (`pipeline.runtime.gpu_slots`) the seeds train at the same time, one per GPU, through
     Prefect; otherwise one after another here. Each seed's model is the same either way.
     """
     inputs = {
